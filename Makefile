@@ -1,0 +1,52 @@
+# One Makefile; CI calls these targets verbatim.
+SHELL := /bin/bash
+PY ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: venv sysdeps demo test lint unit bench clean
+
+$(UV):
+	$(PY) -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+# The venv is rebuilt whenever the lock file changes.
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen -p $(PY) --all-extras -q
+	touch $@
+
+venv: $(VENV)/.synced
+
+# Debian packages the tests need (a real PostgreSQL); installed only when root and missing.
+sysdeps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing postgresql (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql missing and not root: the PostgreSQL tests will be skipped"; fi; \
+	fi
+
+demo: venv
+	$(BIN)/python -m loopml.demo
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q
+
+test: venv sysdeps lint
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python bench/tracking/run.py
+
+clean:
+	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,87 @@
+"""The one settings object: environment variables, then ``loopml.toml``, then defaults.
+
+No other module reads ``os.environ``; they take a :class:`Settings`.
+
+>>> s = Settings.load(env={"LOOPML_HOME": "/tmp/x"})
+>>> s.database_url
+'sqlite:////tmp/x/loopml.db'
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from loopml.errors import InvalidInput
+
+_ENV_PREFIX = "LOOPML_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    artifact_root: str
+    tracking_uri: str | None = None
+    token: str | None = None
+    http_retries: int = 5
+    http_timeout: float = 60.0
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.tracking_uri) and str(self.tracking_uri).startswith(("http://", "https://"))
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, toml_path: Path | None = None) -> Settings:
+        """Read settings; ``env`` defaults to the process environment."""
+        env = os.environ if env is None else env
+        values: dict[str, str] = {}
+        path = toml_path or Path(env.get("LOOPML_CONFIG", "loopml.toml"))
+        if path.is_file():
+            values.update(_read_toml(path))
+        for f in fields(cls):
+            key = _ENV_PREFIX + f.name.upper()
+            if env.get(key):
+                values[f.name] = env[key]
+        return cls._from_values(values)
+
+    @classmethod
+    def _from_values(cls, values: Mapping[str, str]) -> Settings:
+        home = Path(values.get("home", ".loopml")).expanduser().absolute()
+        uri = values.get("tracking_uri") or None
+        if uri and uri.startswith(("sqlite:", "postgresql")):
+            values = {**values, "database_url": values.get("database_url", uri)}
+            uri = None
+        if uri and uri.startswith("file:"):
+            home, uri = Path(uri.removeprefix("file:").removeprefix("//")).absolute(), None
+        return cls(
+            home=home,
+            database_url=values.get("database_url") or f"sqlite:///{home / 'loopml.db'}",
+            artifact_root=values.get("artifact_root") or str(home / "artifacts"),
+            tracking_uri=uri,
+            token=values.get("token") or None,
+            http_retries=_as_int(values, "http_retries", 5),
+            http_timeout=float(values.get("http_timeout", 60.0)),
+        )
+
+
+def _as_int(values: Mapping[str, str], name: str, default: int) -> int:
+    raw = values.get(name, default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"setting {name} must be an integer, got {raw!r}; fix {_ENV_PREFIX}{name.upper()}"
+        ) from None
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    section = data.get("loopml", data)
+    return {str(k): str(v) for k, v in section.items() if not isinstance(v, dict)}

@@ -1,0 +1,77 @@
+"""The loopml server: one FastAPI app assembling the routers over capability services.
+
+>>> app = create_app(Settings.load(env={"LOOPML_HOME": "/tmp/lm"}))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from loopml import __version__
+from loopml.config import Settings
+from loopml.errors import InvalidInput, LoopmlError
+from loopml.server import api_v1, mlflow_artifacts, mlflow_compat
+from loopml.server.responses import JSONResponse
+from loopml.tracking.local import LocalTrackingService
+
+log = logging.getLogger("loopml.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    app = FastAPI(
+        title="loopml",
+        version=__version__,
+        description="loopml's native API (/api/v1) and the MLflow REST API (/api/2.0/mlflow).",
+        default_response_class=JSONResponse,
+    )
+    app.state.tracking = LocalTrackingService.from_settings(settings)
+    app.include_router(api_v1.router)
+    mlflow_compat.install(app)
+    mlflow_artifacts.install(app)
+    app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> Response:
+        return Response("OK", media_type="text/plain")
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (each worker process builds its own app)."""
+    return create_app(Settings.load())
+
+
+async def _loopml_error(_request: Request, exc: LoopmlError) -> Response:
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    err = InvalidInput(
+        f"field {where!r}: {first.get('msg', 'invalid')}",
+        details={
+            "field": where,
+            "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors],
+        },
+    )
+    return JSONResponse(err.to_dict(), status_code=400)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {
+        "error_code": "INTERNAL_ERROR",
+        "message": f"internal error: {type(exc).__name__}",
+        "details": {},
+    }
+    return JSONResponse(body, status_code=500)

@@ -1,0 +1,161 @@
+"""Content-addressed blob storage: ``sha256/ab/cdef…``, written atomically, verified on read.
+
+Backends are registered by URL scheme and only imported when used: a plain
+path is the local filesystem; anything else (``s3://``, ``memory://``, …) goes
+through fsspec.
+
+>>> import tempfile, io
+>>> store = open_blob_store(tempfile.mkdtemp())
+>>> digest, size = store.put(io.BytesIO(b"hello"))
+>>> store.read_bytes(digest)
+b'hello'
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from loopml.errors import IntegrityError, InvalidInput, NotFound
+
+CHUNK = 1 << 20
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def blob_key(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise InvalidInput(f"{digest!r} is not a sha256 hex digest")
+    return f"sha256/{digest[:2]}/{digest[2:]}"
+
+
+class BlobStore(abc.ABC):
+    """Subclasses implement :meth:`put` (hash while writing, publish atomically),
+    :meth:`open_raw` (a binary stream of a stored blob) and :meth:`exists`."""
+
+    @abc.abstractmethod
+    def put(self, stream: IO[bytes]) -> tuple[str, int]:
+        """Store the stream's bytes; return (sha256 hex digest, size)."""
+
+    @abc.abstractmethod
+    def open_raw(self, digest: str) -> IO[bytes]:
+        """Open a stored blob without verification."""
+
+    @abc.abstractmethod
+    def exists(self, digest: str) -> bool: ...
+
+    def iter_verified(self, digest: str) -> Iterator[bytes]:
+        """Yield the blob's chunks; raise :class:`IntegrityError` at the end if it was altered."""
+        hasher = hashlib.sha256()
+        with self.open_raw(digest) as fh:
+            while chunk := fh.read(CHUNK):
+                hasher.update(chunk)
+                yield chunk
+        if hasher.hexdigest() != digest:
+            raise IntegrityError(
+                f"blob {digest} is corrupt (its content hashes to {hasher.hexdigest()}); "
+                "restore it from a backup or log the artifact again",
+                details={"digest": digest},
+            )
+
+    def read_bytes(self, digest: str) -> bytes:
+        return b"".join(self.iter_verified(digest))
+
+    def copy_to(self, digest: str, dest: Path) -> None:
+        """Write a verified copy to ``dest``; nothing is left there if verification fails."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in self.iter_verified(digest):
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def put(self, stream: IO[bytes]) -> tuple[str, int]:
+        hasher, size = hashlib.sha256(), 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = hasher.hexdigest()
+            final = self.root / blob_key(digest)
+            if not final.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, final)
+            return digest, size
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+
+    def open_raw(self, digest: str) -> IO[bytes]:
+        try:
+            return open(self.root / blob_key(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is missing from {self.root}") from None
+
+    def exists(self, digest: str) -> bool:
+        return (self.root / blob_key(digest)).is_file()
+
+
+class FsspecBlobStore(BlobStore):
+    """Any fsspec filesystem; the temp object is moved into place once complete."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec  # only when a remote root is configured
+
+        self.fs: Any
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.root = self.root.rstrip("/")
+
+    def put(self, stream: IO[bytes]) -> tuple[str, int]:
+        hasher, size = hashlib.sha256(), 0
+        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
+        with self.fs.open(tmp, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        digest = hasher.hexdigest()
+        final = f"{self.root}/{blob_key(digest)}"
+        if self.fs.exists(final):
+            self.fs.rm(tmp)
+        else:
+            self.fs.mv(tmp, final)
+        return digest, size
+
+    def open_raw(self, digest: str) -> IO[bytes]:
+        path = f"{self.root}/{blob_key(digest)}"
+        if not self.fs.exists(path):
+            raise NotFound(f"blob {digest} is missing from {self.root}")
+        fh: IO[bytes] = self.fs.open(path, "rb")
+        return fh
+
+    def exists(self, digest: str) -> bool:
+        return bool(self.fs.exists(f"{self.root}/{blob_key(digest)}"))
+
+
+def open_blob_store(root: str) -> BlobStore:
+    """A plain path or ``file://`` URL is local; any other URL scheme goes to fsspec."""
+    if "://" not in root:
+        return LocalBlobStore(root)
+    if root.startswith("file://"):
+        return LocalBlobStore(root.removeprefix("file://"))
+    return FsspecBlobStore(root)

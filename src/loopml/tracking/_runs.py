@@ -1,0 +1,455 @@
+"""Runs and everything logged to them, over the SQL store (a mixin of the local service).
+
+``log_batch`` is the ingest hot path: validated up front, then one
+``executemany`` per table inside one immediate transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, insert, select, update
+
+from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.store.db import Database
+from loopml.store.schema import (
+    datasets,
+    experiments,
+    latest_metrics,
+    params,
+    run_inputs,
+    run_outputs,
+    runs,
+    tags,
+)
+from loopml.tracking._experiments import now_ms, parse_experiment_id
+from loopml.tracking.records import (
+    DatasetInput,
+    Metric,
+    ModelOutput,
+    Param,
+    Run,
+    RunInfo,
+    RunPage,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
+from loopml.tracking.search import (
+    build_query,
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    parse_filter,
+    parse_order_by,
+)
+from loopml.tracking.validation import MAX_RUN_NAME_LENGTH, check_batch, check_key, check_name
+
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+_INSERT_METRICS = (
+    "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# Keep the point with the greatest (step, timestamp, value), as MLflow does.
+_UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET "
+    "step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, "
+    "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+    "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+_UPSERT_TAG = (
+    "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value"
+)
+_ADJECTIVES = [
+    "able",
+    "brave",
+    "calm",
+    "eager",
+    "fair",
+    "gentle",
+    "happy",
+    "keen",
+    "lively",
+    "merry",
+    "noble",
+    "proud",
+    "quick",
+    "sharp",
+]
+_NOUNS = [
+    "ant",
+    "bass",
+    "crow",
+    "deer",
+    "eel",
+    "fox",
+    "gull",
+    "hawk",
+    "ibis",
+    "jay",
+    "koala",
+    "lynx",
+    "mole",
+    "newt",
+    "owl",
+    "panda",
+]
+
+
+def generate_run_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 999)}"
+
+
+def _metric_row(run_id: str, m: Metric) -> tuple[str, str, int, int, float, bool]:
+    nan = math.isnan(m.value)
+    return (run_id, m.key, m.step, m.timestamp, 0.0 if nan else m.value, nan)
+
+
+class RunsMixin:
+    db: Database
+
+    # -- lifecycle --------------------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str | None = None,
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        user_id: str | None = None,
+    ) -> Run:
+        exp_id = parse_experiment_id(experiment_id)
+        tag_map = {k: str(v) for k, v in (tags or {}).items()}
+        name = run_name or tag_map.get(RUN_NAME_TAG) or generate_run_name()
+        check_name(name, "run", MAX_RUN_NAME_LENGTH)
+        tag_map[RUN_NAME_TAG] = name
+        _, _, tag_rows = check_batch([], [], [RunTag(k, v) for k, v in tag_map.items()])
+        run_id = uuid.uuid4().hex
+        user = user_id or tag_map.get(USER_TAG) or "unknown"
+        with self.db.write() as conn:
+            exp = conn.execute(
+                select(experiments.c.artifact_location, experiments.c.lifecycle_stage).where(
+                    experiments.c.experiment_id == exp_id
+                )
+            ).first()
+            if exp is None:
+                raise NotFound(f"experiment {experiment_id} does not exist; create it first")
+            if exp.lifecycle_stage != "active":
+                raise InvalidInput(f"experiment {experiment_id} is deleted; restore it first")
+            info = RunInfo(
+                run_id,
+                str(exp_id),
+                name,
+                user,
+                RunStatus.RUNNING.value,
+                start_time or now_ms(),
+                None,
+                f"{exp.artifact_location}/{run_id}/artifacts",
+                "active",
+            )
+            conn.execute(
+                insert(runs).values(
+                    run_uuid=run_id,
+                    name=name,
+                    experiment_id=exp_id,
+                    user_id=user,
+                    status=info.status,
+                    start_time=info.start_time,
+                    end_time=None,
+                    lifecycle_stage="active",
+                    artifact_uri=info.artifact_uri,
+                )
+            )
+            conn.exec_driver_sql(self.db.sql(_UPSERT_TAG), [(run_id, t.key, t.value) for t in tag_rows])
+        return Run(info, tags={t.key: t.value for t in tag_rows})
+
+    def get_run(self, run_id: str) -> Run:
+        with self.db.read() as conn:
+            found = load_runs(conn, [run_id])
+        if not found:
+            raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
+        return found[0]
+
+    def update_run(
+        self,
+        run_id: str,
+        status: str | None = None,
+        end_time: int | None = None,
+        run_name: str | None = None,
+    ) -> RunInfo:
+        values: dict[str, Any] = {}
+        if status is not None:
+            if status not in RunStatus.__members__:
+                raise InvalidInput(
+                    f"status {status!r} is not one of {', '.join(RunStatus.__members__)}",
+                    details={"field": "status"},
+                )
+            values["status"] = status
+        if end_time is not None:
+            values["end_time"] = int(end_time)
+        if run_name:
+            values["name"] = check_name(run_name, "run", MAX_RUN_NAME_LENGTH)
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            if values:
+                conn.execute(update(runs).where(runs.c.run_uuid == run_id).values(**values))
+            if run_name:
+                conn.exec_driver_sql(self.db.sql(_UPSERT_TAG), (run_id, RUN_NAME_TAG, run_name))
+        return self.get_run(run_id).info
+
+    def _set_lifecycle(self, run_id: str, stage: str) -> None:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_uuid == run_id)
+                .values(lifecycle_stage=stage, deleted_time=now_ms() if stage == "deleted" else None)
+            )
+
+    def delete_run(self, run_id: str) -> None:
+        self._set_lifecycle(run_id, "deleted")
+
+    def restore_run(self, run_id: str) -> None:
+        self._set_lifecycle(run_id, "active")
+
+    def _require_run(self, conn: Connection, run_id: str, *, active: bool = False) -> str:
+        row = conn.exec_driver_sql(
+            self.db.sql("SELECT lifecycle_stage, experiment_id FROM runs WHERE run_uuid = ?"),
+            (run_id,),
+        ).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
+        if active and row[0] != "active":
+            raise InvalidInput(
+                f"run {run_id!r} is deleted; restore it before logging to it",
+                details={"run_id": run_id},
+            )
+        return str(row[1])
+
+    # -- logging ----------------------------------------------------------------------
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        clean_metrics, clean_params, clean_tags = check_batch(metrics, params, tags)
+        with self.db.write() as conn:
+            self._require_run(conn, run_id, active=True)
+            if clean_params:
+                self._insert_params(conn, run_id, clean_params)
+            if clean_metrics:
+                self._insert_metrics(conn, run_id, clean_metrics)
+            if clean_tags:
+                rows = [(run_id, t.key, t.value) for t in clean_tags]
+                conn.exec_driver_sql(self.db.sql(_UPSERT_TAG), rows)
+
+    def _insert_params(self, conn: Connection, run_id: str, items: list[Param]) -> None:
+        wanted = {p.key: p.value for p in items}
+        existing = conn.execute(
+            select(params.c.key, params.c.value).where(
+                params.c.run_uuid == run_id, params.c.key.in_(list(wanted))
+            )
+        ).all()
+        for key, old in existing:
+            if wanted[key] != old:
+                raise Conflict(
+                    f"param {key!r} of run {run_id} is already {old!r}; params are immutable, "
+                    f"so it cannot become {wanted[key]!r}: log it under another key or start a new run",
+                    details={"field": "params", "key": key, "old": old, "new": wanted[key]},
+                )
+            del wanted[key]
+        if wanted:
+            conn.exec_driver_sql(
+                self.db.sql("INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?)"),
+                [(run_id, k, v) for k, v in wanted.items()],
+            )
+
+    def _insert_metrics(self, conn: Connection, run_id: str, items: list[Metric]) -> None:
+        rows = [_metric_row(run_id, m) for m in items]
+        conn.exec_driver_sql(self.db.sql(_INSERT_METRICS), rows)
+        latest: dict[str, tuple[str, str, int, int, float, bool]] = {}
+        for row in rows:
+            best = latest.get(row[1])
+            if best is None or row[2:5] > best[2:5]:
+                latest[row[1]] = row
+        conn.exec_driver_sql(self.db.sql(_UPSERT_LATEST), list(latest.values()))
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id, active=True)
+            result = conn.execute(tags.delete().where(tags.c.run_uuid == run_id, tags.c.key == key))
+        if result.rowcount == 0:
+            raise NotFound(f"run {run_id} has no tag {key!r}", details={"field": "key"})
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.exec_driver_sql(
+                self.db.sql(
+                    "SELECT value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ? "
+                    "AND key = ? ORDER BY step, timestamp, value"
+                ),
+                (run_id, key),
+            ).all()
+        return [Metric(key, math.nan if r[3] else r[0], r[1], r[2]) for r in rows]
+
+    def log_inputs(self, run_id: str, datasets_in: Sequence[DatasetInput]) -> None:
+        for d in datasets_in:
+            check_name(d.name, "dataset", 500)
+            check_name(d.digest, "dataset digest", 64)
+            for key in d.tags:
+                check_key(key, "input tag")
+        with self.db.write() as conn:
+            exp_id = int(self._require_run(conn, run_id, active=True))
+            for d in datasets_in:
+                dataset_id = self._upsert_dataset(conn, exp_id, d)
+                input_tags = dict(d.tags)
+                if d.context:
+                    input_tags.setdefault("mlflow.data.context", d.context)
+                conn.exec_driver_sql(
+                    self.db.sql(
+                        "INSERT INTO run_inputs (run_uuid, dataset_uuid, context, tags) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                    ),
+                    (
+                        run_id,
+                        dataset_id,
+                        input_tags.get("mlflow.data.context"),
+                        orjson.dumps(input_tags).decode(),
+                    ),
+                )
+
+    def _upsert_dataset(self, conn: Connection, exp_id: int, d: DatasetInput) -> str:
+        found = conn.execute(
+            select(datasets.c.dataset_uuid).where(
+                datasets.c.experiment_id == exp_id,
+                datasets.c.name == d.name,
+                datasets.c.digest == d.digest,
+            )
+        ).scalar()
+        if found:
+            return str(found)
+        dataset_id = uuid.uuid4().hex
+        conn.execute(
+            insert(datasets).values(
+                dataset_uuid=dataset_id,
+                experiment_id=exp_id,
+                name=d.name,
+                digest=d.digest,
+                source_type=d.source_type,
+                source=d.source,
+                schema=d.schema,
+                profile=d.profile,
+            )
+        )
+        return dataset_id
+
+    def log_outputs(self, run_id: str, outputs: Sequence[ModelOutput]) -> None:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id, active=True)
+            conn.exec_driver_sql(
+                self.db.sql(
+                    "INSERT INTO run_outputs (run_uuid, model_id, step) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                [(run_id, o.model_id, int(o.step)) for o in outputs],
+            )
+
+    # -- search -----------------------------------------------------------------------
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        filter_string: str = "",
+        view_type: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] = (),
+        page_token: str | None = None,
+    ) -> RunPage:
+        check_max_results(max_results)
+        offset = decode_page_token(page_token)
+        query = (
+            build_query(
+                [parse_experiment_id(e) for e in experiment_ids],
+                ViewType(view_type).stages(),
+                parse_filter(filter_string),
+                parse_order_by(order_by),
+            )
+            .offset(offset)
+            .limit(max_results + 1)
+        )
+        with self.db.read() as conn:
+            ids = list(conn.execute(query).scalars())
+            found = load_runs(conn, ids[:max_results])
+        token = encode_page_token(offset + max_results) if len(ids) > max_results else None
+        return RunPage(found, token)
+
+
+def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[Run]:
+    """Load whole runs (info, params, latest metrics, tags, inputs, outputs) in ``run_ids`` order."""
+    if not run_ids:
+        return []
+    ids = list(run_ids)
+    by_id: dict[str, Run] = {}
+    for r in conn.execute(select(runs).where(runs.c.run_uuid.in_(ids))):
+        by_id[r.run_uuid] = Run(
+            RunInfo(
+                r.run_uuid,
+                str(r.experiment_id),
+                r.name,
+                r.user_id,
+                r.status,
+                r.start_time,
+                r.end_time,
+                r.artifact_uri,
+                r.lifecycle_stage,
+            )
+        )
+    for run_id, key, value in _pairs(conn, params, ids):
+        by_id[run_id].params[key] = value
+    for run_id, key, value in _pairs(conn, tags, ids):
+        by_id[run_id].tags[key] = value
+    lm = latest_metrics.c
+    for row in conn.execute(
+        select(lm.run_uuid, lm.key, lm.value, lm.timestamp, lm.step, lm.is_nan).where(lm.run_uuid.in_(ids))
+    ):
+        value = math.nan if row.is_nan else row.value
+        by_id[row.run_uuid].metrics[row.key] = Metric(row.key, value, row.timestamp, row.step)
+    _attach_inputs(conn, by_id, ids)
+    for row in conn.execute(select(run_outputs).where(run_outputs.c.run_uuid.in_(ids))):
+        by_id[row.run_uuid].outputs.append(ModelOutput(row.model_id, row.step))
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _pairs(conn: Connection, table: Any, ids: list[str]) -> Iterable[tuple[str, str, str]]:
+    c = table.c
+    return conn.execute(select(c.run_uuid, c.key, c.value).where(c.run_uuid.in_(ids))).tuples()
+
+
+def _attach_inputs(conn: Connection, by_id: dict[str, Run], ids: list[str]) -> None:
+    rows = conn.execute(
+        select(run_inputs.c.run_uuid, run_inputs.c.context, run_inputs.c.tags, datasets)
+        .join(datasets, datasets.c.dataset_uuid == run_inputs.c.dataset_uuid)
+        .where(run_inputs.c.run_uuid.in_(ids))
+    )
+    for r in rows:
+        by_id[r.run_uuid].inputs.append(
+            DatasetInput(
+                r.name,
+                r.digest,
+                r.source_type,
+                r.source,
+                r.schema,
+                r.profile,
+                r.context,
+                orjson.loads(r.tags),
+            )
+        )
