@@ -75,8 +75,7 @@ class OpResult:
             "ops_per_s": self.ops_per_s,
             "other_load_cores": self.other_load,
             "windows": [
-                asdict(w) | {"cpu_ms_per_op": w.cpu_ms_per_op, "ops_per_s": w.ops_per_s}
-                for w in self.windows
+                asdict(w) | {"cpu_ms_per_op": w.cpu_ms_per_op, "ops_per_s": w.ops_per_s} for w in self.windows
             ],
         }
 

@@ -90,6 +90,29 @@ def tree_size(root_pid: int) -> int:
     return len(_tree_pids(_scan_proc(), root_pid))
 
 
+def wait_quiet(
+    root_pid: int,
+    max_cores: float = 0.05,
+    interval_s: float = 0.5,
+    needed: int = 4,
+    timeout_s: float = 180.0,
+) -> float:
+    """Wait until the tree uses under ``max_cores`` for ``needed`` intervals in a row.
+
+    MLflow answers requests while its job-runner children are still importing (1-2 cores busy
+    for ~20 s after readiness); measuring then would charge their start-up to the first
+    operation.  Returns the seconds waited (``timeout_s`` if it never got quiet).
+    """
+    t0 = time.monotonic()
+    quiet, prev = 0, tree_cpu_seconds(root_pid)
+    while quiet < needed and time.monotonic() - t0 < timeout_s:
+        time.sleep(interval_s)
+        cur = tree_cpu_seconds(root_pid)
+        quiet = quiet + 1 if (cur - prev) / interval_s < max_cores else 0
+        prev = cur
+    return time.monotonic() - t0
+
+
 # ------------------------------------------------------------------------------- server lifecycle
 
 
@@ -197,9 +220,7 @@ def _venv_package_version(venv: Path, package: str) -> str | None:
     if not python.exists():
         return None
     code = f"from importlib.metadata import version; print(version({package!r}))"
-    res = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
+    res = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120, check=False)
     return res.stdout.strip() if res.returncode == 0 else None
 
 

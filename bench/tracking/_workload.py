@@ -111,9 +111,7 @@ def batch_rows(index: int) -> list[tuple[str, float, int, int]]:
 
 
 def log_batch_body(run_id: str, index: int) -> bytes:
-    metrics = [
-        {"key": k, "value": v, "timestamp": ts, "step": st} for k, v, ts, st in batch_rows(index)
-    ]
+    metrics = [{"key": k, "value": v, "timestamp": ts, "step": st} for k, v, ts, st in batch_rows(index)]
     return encode({"run_id": run_id, "metrics": metrics, "params": [], "tags": []})
 
 
@@ -225,9 +223,7 @@ CREATE TABLE metrics (
     PRIMARY KEY (run_uuid, key, timestamp, step, value)
 )
 """
-FLOOR_INSERT = (
-    "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)"
-)
+FLOOR_INSERT = "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)"
 FLOOR_RUN_UUID = "0123456789abcdef0123456789abcdef"
 
 

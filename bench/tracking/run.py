@@ -62,6 +62,7 @@ from _util import (
     machine_info,
     tree_cpu_seconds,
     tree_size,
+    wait_quiet,
 )
 from _workload import (
     SEARCH_THRESHOLDS,
@@ -140,6 +141,7 @@ class ServerResult:
     label: str
     argv: list[str]
     startup_s: float = 0.0
+    settle_s: float = 0.0
     processes: int = 0
     idle_cpu_ms_per_s: float = 0.0
     ops: dict[str, OpResult] = field(default_factory=dict)
@@ -150,6 +152,7 @@ class ServerResult:
         return {
             "argv": self.argv,
             "startup_s": self.startup_s,
+            "settle_s": self.settle_s,
             "processes": self.processes,
             "idle_cpu_ms_per_s": self.idle_cpu_ms_per_s,
             "search_results_correct": self.search_ok,
@@ -218,8 +221,7 @@ def populate(api: Api, experiment_id: str, dataset: Sequence[SearchRun], label: 
             elapsed = time.perf_counter() - t0
             eta = elapsed / (j + 1) * (len(dataset) - j - 1)
             print(
-                f"  [{label}] populate {j + 1}/{len(dataset)} runs, "
-                f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left",
+                f"  [{label}] populate {j + 1}/{len(dataset)} runs, {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
                 flush=True,
             )
     return time.perf_counter() - t0
@@ -263,9 +265,7 @@ def _log_op(label: str, op: OpResult) -> None:
     )
 
 
-def run_ops(
-    api: Api, pid: int, cfg: Config, dataset: Sequence[SearchRun], res: ServerResult
-) -> None:
+def run_ops(api: Api, pid: int, cfg: Config, dataset: Sequence[SearchRun], res: ServerResult) -> None:
     def cpu() -> float:
         return tree_cpu_seconds(pid)
 
@@ -288,9 +288,7 @@ def run_ops(
     measure("search_runs", lambda: search_step(api, exp_search))
 
     last_batches = res.ops["log_batch"].windows[-1].ops
-    res.checks["log_batch_history"] = check_history(
-        api, batch_runs.run_ids[-1], "m0", 100 * last_batches
-    )
+    res.checks["log_batch_history"] = check_history(api, batch_runs.run_ids[-1], "m0", 100 * last_batches)
     res.checks["log_metric_history"] = check_history(
         api, metric_runs.run_ids[-1], "loss", res.ops["log_metric"].windows[-1].ops
     )
@@ -303,11 +301,12 @@ def bench_server(server: Server, cfg: Config, dataset: Sequence[SearchRun]) -> S
     server.start()
     try:
         res.startup_s = server.wait_ready(READY_TIMEOUT_S)
-        time.sleep(1.0)  # let child processes finish starting before counting them
+        res.settle_s = wait_quiet(server.pid)
         res.processes = tree_size(server.pid)
         print(
-            f"  [{server.label}] ready in {res.startup_s:.1f}s, pid {server.pid}, "
-            f"{res.processes} processes in its tree, load avg {os.getloadavg()[0]:.2f}",
+            f"  [{server.label}] ready in {res.startup_s:.1f}s, quiet {res.settle_s:.1f}s later; "
+            f"pid {server.pid}, {res.processes} processes in its tree, "
+            f"load avg {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         api = Api(server.base_url)
@@ -335,9 +334,7 @@ def mlflow_argv(cli: Path, data: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def make_server(
-    label: str, args: argparse.Namespace, mlflow_cli: Path | None, root: Path
-) -> Server:
+def make_server(label: str, args: argparse.Namespace, mlflow_cli: Path | None, root: Path) -> Server:
     data = root / label
     data.mkdir(parents=True)
     port = free_port()
@@ -428,11 +425,16 @@ def print_report(rows: list[TargetRow], floor: FloorRow, substituted: bool) -> N
             f"{_fmt(r.ratio, '.1f'):>7} {_fmt(r.mlflow_ops_s):>12} {_fmt(r.loopml_ops_s):>13} "
             f"{'>=' + format(r.target_ratio, 'g') + 'x':>7}  {r.result}"
         )
-    print(
+    floor_text = (
         "\nfloor: raw SQLite executemany of the same 1000 rows (WAL, 1 txn/batch): "
-        f"{_fmt(floor.floor_cpu_ms)} ms CPU/batch; loopml (a) {_fmt(floor.loopml_cpu_ms)} ms "
-        f"= {_fmt(floor.multiple, '.2f')}x floor (target <= {FLOOR_TARGET:g}x): {floor.result}"
+        f"{_fmt(floor.floor_cpu_ms)} ms CPU/batch"
     )
+    if floor.loopml_cpu_ms is not None:
+        floor_text += (
+            f"; loopml (a) {_fmt(floor.loopml_cpu_ms)} ms = {_fmt(floor.multiple, '.2f')}x floor "
+            f"(target <= {FLOOR_TARGET:g}x): {floor.result}"
+        )
+    print(floor_text)
     if substituted:
         print("* loopml was substituted by mlflow (--loopml-as-mlflow): harness test only")
 

@@ -7,6 +7,7 @@ in the thread pool and encodes the result with :mod:`loopml.tracking.codec`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -211,7 +212,7 @@ async def update_run(run_id: str, body: RunUpdate, request: Request) -> dict[str
     info = await run_in_threadpool(
         _svc(request).update_run, run_id, body.status, body.end_time, body.run_name
     )
-    return codec.asdict(info)
+    return asdict(info)
 
 
 @router.delete("/runs/{run_id}")
