@@ -1,0 +1,88 @@
+"""The ``loopml`` command line: a thin adapter over the capability services.
+
+    $ loopml experiments list
+    $ loopml runs search "metrics.roc_auc > 0.99" --order-by "metrics.roc_auc DESC" --json
+    $ loopml server --port 5000
+
+Importing this package loads only typer and loopml's settings and errors; the
+stores, the SDK and the server stack are imported inside the command that needs
+them, so ``loopml --help`` starts fast (``tests/unit/cli/test_import_light.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from loopml import __version__
+from loopml.cli import experiments, runs
+from loopml.errors import LoopmlError
+
+
+class LoopmlGroup(TyperGroup):
+    """The root command: a :class:`LoopmlError` becomes one ``error: ...`` line and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoopmlError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code or 1) from None
+
+
+app = typer.Typer(
+    name="loopml",
+    cls=LoopmlGroup,
+    help="loopml: experiment tracking, registry and serving for the whole ML loop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(runs.app, name="runs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"loopml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """loopml: experiment tracking, registry and serving for the whole ML loop."""
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Start the tracking server (native API and MLflow REST API) on the configured store."""
+    from loopml.server.main import serve
+
+    typer.echo(f"loopml server on http://{host}:{port} (Ctrl+C to stop)", err=True)
+    serve(host, port, workers)
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="A 3-run grid instead of the full sweep.")] = False,
+) -> None:
+    """Run a small scikit-learn hyper-parameter sweep, tracked under experiment 'demo-sweep'."""
+    from loopml.demo import main as run_demo
+
+    run_demo(quick=quick)
+
+
+def main() -> None:
+    """The ``loopml`` console script."""
+    app()

@@ -22,6 +22,7 @@ import httpx
 
 from loopml.errors import LoopmlError, NotFound, Unavailable, error_from_dict
 from loopml.store.artifacts import FileInfo
+from loopml.store.paths import safe_relpath
 from loopml.tracking import codec
 from dataclasses import asdict
 from loopml.tracking.records import (
@@ -260,13 +261,13 @@ class HttpTrackingService(TrackingService):
                 self.put_artifact(run_id, f"{base}/{rel}" if base else rel, fh)
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
-        params = {"path": path} if path else {}
+        params = {"path": safe_relpath(path, allow_root=True)} if path else {}
         found = self._call("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
         return [codec.file_info_from_dict(f) for f in found["files"]]
 
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path:
         dest = Path(dest)
-        params = {"path": path, "recursive": "true"}
+        params = {"path": safe_relpath(path, allow_root=True), "recursive": "true"}
         files = self._call("GET", f"/runs/{_q(run_id)}/artifacts", params=params)["files"]
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if not files:  # a single file
@@ -288,7 +289,8 @@ def _q(value: str) -> str:
 
 
 def _qp(path: str) -> str:
-    return quote(path, safe="/")
+    # Checked here too: an HTTP client would otherwise normalise '..' away before sending.
+    return quote(safe_relpath(path), safe="/")
 
 
 def _error(response: httpx.Response) -> LoopmlError:

@@ -166,6 +166,12 @@ async def set_experiment_tag(
     return {}
 
 
+@router.delete("/experiments/{experiment_id}/tags/{key}")
+async def delete_experiment_tag(experiment_id: str, key: str, request: Request) -> dict[str, Any]:
+    await run_in_threadpool(_svc(request).delete_experiment_tag, experiment_id, key)
+    return {}
+
+
 # -- runs -------------------------------------------------------------------------------------
 @router.post("/runs")
 async def create_run(body: RunCreate, request: Request) -> dict[str, Any]:
@@ -229,7 +235,8 @@ async def restore_run(run_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/runs/{run_id}/batch")
 async def log_batch(run_id: str, body: Batch, request: Request) -> dict[str, Any]:
-    metrics = [Metric(m.key, codec.float_from_json(m.value), m.timestamp, m.step) for m in body.metrics]
+    # values stay as sent ("NaN" strings included): the service validates and names a bad one
+    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for m in body.metrics]  # type: ignore[arg-type]
     await run_in_threadpool(
         _svc(request).log_batch,
         run_id,

@@ -431,7 +431,7 @@ def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[Run]:
 
 def _pairs(conn: Connection, table: Any, ids: list[str]) -> Iterable[tuple[str, str, str]]:
     c = table.c
-    return conn.execute(select(c.run_uuid, c.key, c.value).where(c.run_uuid.in_(ids))).tuples()
+    return conn.execute(select(c.run_uuid, c.key, c.value).where(c.run_uuid.in_(ids)))  # type: ignore[return-value]
 
 
 def _attach_inputs(conn: Connection, by_id: dict[str, Run], ids: list[str]) -> None:

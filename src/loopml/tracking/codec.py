@@ -29,6 +29,8 @@ JSON = dict[str, Any]
 
 
 def float_to_json(value: float) -> float | str:
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        return value  # not a number: passed through for the server to reject by name
     if math.isfinite(value):
         return value
     if math.isnan(value):
