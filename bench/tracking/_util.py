@@ -147,14 +147,17 @@ class Server:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                list(self.argv),
-                env=dict(self.env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    list(self.argv),
+                    env=dict(self.env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise BenchError(f"cannot start {self.label} server {self.argv[0]!r}: {e}") from e
 
     def wait_ready(self, timeout_s: float) -> float:
         """Poll the experiments-search route until it answers 200; return seconds waited."""

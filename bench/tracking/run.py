@@ -14,7 +14,9 @@ requests, one at a time:
     ``metrics.m3 > t`` with a varying threshold, ``order_by metrics.m1 DESC``, top 100;
 (d) ``runs/create``.
 
-Every operation is warmed up, then measured in several windows (5 by default).  Server CPU of a
+After a server answers, the benchmark waits until its process tree is idle (MLflow's job-runner
+children keep 1-2 cores busy for ~20 s after readiness).  Every operation is warmed up, then
+measured in several windows (5 by default).  Server CPU of a
 window is the change of utime+stime (+cutime+cstime) summed over the server process and all its
 descendants (MLflow runs uvicorn and huey job consumers as children), read from /proc/PID/stat
 just before and after the window.  A window lasts at least ``min_ops`` operations and

@@ -63,7 +63,19 @@ class Config:
 
     @property
     def name(self) -> str:
-        return self.family + "-" + "-".join(f"{k}={v}" for k, v in self.params.items())
+        """A short run name, e.g. ``rf-n=150-depth=6``."""
+        values = "-".join(f"{_SHORT.get(k, k)}={v}" for k, v in self.params.items())
+        return f"{_SHORT[self.family]}-{values}"
+
+
+_SHORT = {
+    "logistic_regression": "logreg",
+    "random_forest": "rf",
+    "gradient_boosting": "gbm",
+    "n_estimators": "n",
+    "max_depth": "depth",
+    "learning_rate": "lr",
+}
 
 
 @dataclass
@@ -72,6 +84,7 @@ class SweepResult:
 
     parent_run_id: str
     experiment_id: str
+    experiment_name: str
     child_run_ids: list[str]
     top: list[Run] = field(default_factory=list)
 
@@ -209,34 +222,35 @@ def run_sweep(
         )
         loopml.log_metric("best_roc_auc", top[0].metrics["roc_auc"].value)
         loopml.set_tag("best_run_id", top[0].run_id)
-    return SweepResult(parent.run_id, exp.experiment_id, children, top)
+    return SweepResult(parent.run_id, exp.experiment_id, exp.name, children, top)
 
 
 def report(result: SweepResult, console: Console, settings: Settings) -> None:
     """The top 5 runs, the best one's params, and where to look next."""
-    table = Table(
-        title=f"Top {len(result.top)} of {len(result.child_run_ids)} runs by roc_auc", title_justify="left"
-    )
-    for col in ("#", "run", "family", "roc_auc", "accuracy", "f1"):
-        table.add_column(col, justify="right" if col in ("#", "roc_auc", "accuracy", "f1") else "left")
+    title = f"Top {len(result.top)} of {len(result.child_run_ids)} runs by roc_auc (held-out 25%)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("run")
+    for col in ("roc_auc", "accuracy", "f1", "fit s"):
+        table.add_column(col, justify="right")
     for rank, run in enumerate(result.top, start=1):
-        m = {k: f"{v.value:.4f}" for k, v in run.metrics.items()}
-        family = run.tags.get("model_family", "")
-        table.add_row(str(rank), run.info.run_name, family, m["roc_auc"], m["accuracy"], m["f1"])
+        m = {k: v.value for k, v in run.metrics.items()}
+        row = [f"{m['roc_auc']:.4f}", f"{m['accuracy']:.4f}", f"{m['f1']:.4f}", f"{m['fit_seconds']:.2f}"]
+        table.add_row(str(rank), run.info.run_name, *row)
     console.print(table)
     best = result.best
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()) if k not in ("test_size", "seed"))
-    console.print(f"[bold]best run[/] {best.run_id}  ({params})")
+    console.print(f"[bold]best run[/] {best.run_id}\n  {params}")
     where = settings.tracking_uri or f"{settings.home} (LOOPML_HOME)"
     console.print(f"runs are stored in {where}")
     console.print(f"  see the best run:   [cyan]loopml runs show {best.run_id}[/]")
-    console.print(f"  list the sweep:     [cyan]loopml runs list --experiment {EXPERIMENT}[/]")
+    console.print(f"  list the sweep:     [cyan]loopml runs list --experiment {result.experiment_name}[/]")
     console.print("  browse over HTTP:   [cyan]loopml server --port 5000[/] (MLflow clients work too)")
 
 
 @contextlib.contextmanager
 def _progress(console: Console, total: int) -> Iterator[Callable[[Config], None]]:
-    columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("sweep", total=total)
         started = [False]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from loopml.errors import NotFound
+from loopml.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from loopml.tracking.records import Experiment
@@ -34,7 +34,7 @@ def resolve_experiment(svc: TrackingService, name_or_id: str) -> Experiment:
         return exp
     try:
         return svc.get_experiment(name_or_id)
-    except NotFound:
+    except (NotFound, InvalidInput):  # InvalidInput: not even shaped like an id
         raise NotFound(
             f"experiment {name_or_id!r} does not exist; see `loopml experiments list`",
             details={"experiment": name_or_id},

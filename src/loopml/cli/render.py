@@ -17,6 +17,7 @@ from loopml.tracking.records import Comparison, Experiment, Run
 
 _MISSING = "[dim]-[/]"
 _MAX_METRICS_IN_LIST = 4
+_WIDE = 120  # below this many columns, the run list leaves out the start time
 
 
 def console() -> Console:
@@ -65,24 +66,29 @@ def experiments_table(exps: Sequence[Experiment], show_stage: bool = False) -> T
     return table
 
 
-def runs_table(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> Table:
-    """One row per run; the experiment column only when runs come from several experiments."""
+def print_runs(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> None:
+    out = console()
+    out.print(runs_table(runs, experiment_names, wide=out.width >= _WIDE))
+
+
+def runs_table(runs: Sequence[Run], experiment_names: Mapping[str, str], wide: bool = True) -> Table:
+    """One row per run; experiment and start time only when there is room and reason to show them."""
     show_exp = len({r.info.experiment_id for r in runs}) > 1
     table = _table(
         # Ids are what people copy into the next command: never truncate or wrap them.
         Column("Run ID", no_wrap=True, min_width=32),
-        Column("Name", max_width=24, overflow="ellipsis"),
+        Column("Name", min_width=12, max_width=28, overflow="ellipsis"),
         *([Column("Experiment", max_width=20, overflow="ellipsis")] if show_exp else []),
-        "Status",
-        Column("Started", no_wrap=True),
-        Column("Metrics", min_width=12),
+        Column("Status", no_wrap=True),
+        *([Column("Started", no_wrap=True)] if wide else []),
+        Column("Metrics", min_width=18, no_wrap=True, overflow="ellipsis"),
     )
     for r in runs:
         i = r.info
         exp = [escape(experiment_names.get(i.experiment_id, i.experiment_id))] if show_exp else []
-        started = time.strftime("%m-%d %H:%M", time.localtime(i.start_time / 1000)) if i.start_time else ""
+        started = [fmt_time(i.start_time)] if wide else []
         table.add_row(
-            i.run_id, escape(i.run_name), *exp, _status(i.status), started, escape(_metrics_summary(r))
+            i.run_id, escape(i.run_name), *exp, _status(i.status), *started, escape(_metrics_summary(r))
         )
     table.caption = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
     return table
@@ -90,7 +96,7 @@ def runs_table(runs: Sequence[Run], experiment_names: Mapping[str, str]) -> Tabl
 
 def _metrics_summary(run: Run) -> str:
     keys = sorted(run.metrics)
-    shown = [f"{k}={fmt_float(run.metrics[k].value)}" for k in keys[:_MAX_METRICS_IN_LIST]]
+    shown = [f"{k}={run.metrics[k].value:.4g}" for k in keys[:_MAX_METRICS_IN_LIST]]
     more = len(keys) - _MAX_METRICS_IN_LIST
     return "\n".join(shown + ([f"+{more} more"] if more > 0 else []))
 

@@ -105,7 +105,7 @@ def _search_and_print(
         render.print_json([run_to_dict(r) for r in found])
     else:
         names = {eid: e.name for eid, e in exps.items()}
-        render.print_table(render.runs_table(found, names))
+        render.print_runs(found, names)
 
 
 def _search(

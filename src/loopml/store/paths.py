@@ -54,7 +54,7 @@ def safe_relpath(path: str, *, field: str = "path", allow_root: bool = False) ->
 def _reason_refused(form: str) -> str | None:
     if form.startswith("/"):
         return "absolute paths are refused"
-    if _DRIVE.match(form):
+    if any(_DRIVE.match(segment) for segment in form.split("/")):
         return "drive letters are refused"
     for ch in _FORBIDDEN_CHARS:
         if ch in form:
