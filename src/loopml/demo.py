@@ -22,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib
+import dataclasses
 import hashlib
 import sys
 import time
@@ -155,12 +156,11 @@ def load_data() -> Data:
 
 def _dataset(data: Data) -> DatasetInput:
     # log_input sets the context on the record it is given: hand each run its own copy.
-    d = data.dataset
-    return DatasetInput(d.name, d.digest, d.source_type, d.source, d.schema, d.profile, tags=dict(d.tags))
+    return dataclasses.replace(data.dataset, tags=dict(data.dataset.tags))
 
 
-def train_one(config: Config, data: Data) -> None:
-    """Fit one configuration inside the active run and log its params, metrics and input."""
+def train_one(config: Config, data: Data, run_id: str) -> None:
+    """Fit one configuration inside the active run ``run_id``; log its params, metrics and input."""
     loopml.log_params({"model_family": config.family, **config.params, "test_size": TEST_SIZE, "seed": SEED})
     loopml.log_input(_dataset(data), context="training")
     model = build_model(config)
@@ -178,12 +178,11 @@ def train_one(config: Config, data: Data) -> None:
         }
     )
     if config.family == "gradient_boosting":
-        _log_learning_curve(model, data)
+        _log_learning_curve(model, data, run_id)
 
 
-def _log_learning_curve(model: GradientBoostingClassifier, data: Data) -> None:
+def _log_learning_curve(model: GradientBoostingClassifier, data: Data, run_id: str) -> None:
     """Held-out loss and roc_auc after every few boosting iterations: a metric history with steps."""
-    run_id = loopml.active_run().run_id  # type: ignore[union-attr]
     now = int(time.time() * 1000)
     history: list[Metric] = []
     for i, proba in enumerate(model.staged_predict_proba(data.x_test), start=1):
@@ -212,7 +211,7 @@ def run_sweep(
             with loopml.start_run(
                 run_name=config.name, nested=True, tags={"model_family": config.family}
             ) as child:
-                train_one(config, data)
+                train_one(config, data, child.run_id)
             children.append(child.run_id)
         top = loopml.search_runs(
             f"tags.mlflow.parentRunId = '{parent.run_id}'",

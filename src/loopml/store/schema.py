@@ -47,7 +47,10 @@ experiment_tags = Table(
 runs = Table(
     "runs",
     metadata,
-    Column("run_uuid", String(32), primary_key=True),
+    # A compact integer key for the metric tables (a 32-character uuid in every metric row
+    # doubles their B-trees); the uuid is the public id.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_uuid", String(32), nullable=False, unique=True),
     Column("name", String(250), nullable=False),
     Column("experiment_id", Integer, ForeignKey("experiments.experiment_id"), nullable=False),
     Column("user_id", String(256), nullable=False),
@@ -82,27 +85,30 @@ tags = Table(
 metrics = Table(
     "metrics",
     metadata,
-    Column("run_uuid", String(32), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
     Column("key", String(250), nullable=False),
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("value", Float(precision=53), nullable=False),
     Column("is_nan", Boolean, nullable=False),
-    PrimaryKeyConstraint("run_uuid", "key", "step", "timestamp", "value", "is_nan"),
+    PrimaryKeyConstraint("run_id", "key", "step", "timestamp", "value", "is_nan"),
+    sqlite_with_rowid=False,  # rows live in the primary-key B-tree: one tree to write, not two
 )
 
 # The point with the greatest (step, timestamp, value) per key: what search filters and sorts on.
 latest_metrics = Table(
     "latest_metrics",
     metadata,
-    Column("run_uuid", String(32), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
     Column("key", String(250), nullable=False),
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("value", Float(precision=53), nullable=False),
     Column("is_nan", Boolean, nullable=False),
-    PrimaryKeyConstraint("run_uuid", "key"),
-    Index("ix_latest_metrics_key_value", "key", "value"),
+    PrimaryKeyConstraint("run_id", "key"),
+    # Covers "key = k AND is_nan = false ORDER BY value": search walks it in order and stops early.
+    Index("ix_latest_metrics_key_value", "key", "is_nan", "value"),
+    sqlite_with_rowid=False,
 )
 
 datasets = Table(

@@ -9,21 +9,18 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from loopml.errors import Conflict, InvalidInput, NotFound
 from loopml.store.db import Database
 from loopml.store.schema import (
     datasets,
     experiments,
-    latest_metrics,
     params,
-    run_inputs,
-    run_outputs,
     runs,
     tags,
 )
@@ -47,19 +44,20 @@ from loopml.tracking.search import (
     encode_page_token,
     parse_filter,
     parse_order_by,
+    ranked_queries,
 )
 from loopml.tracking.validation import MAX_RUN_NAME_LENGTH, check_batch, check_key, check_name
 
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 _INSERT_METRICS = (
-    "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) "
+    "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 # Keep the point with the greatest (step, timestamp, value), as MLflow does.
 _UPSERT_LATEST = (
-    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET "
+    "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
     "step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, "
     "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
     "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
@@ -108,9 +106,14 @@ def generate_run_name() -> str:
     return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 999)}"
 
 
-def _metric_row(run_id: str, m: Metric) -> tuple[str, str, int, int, float, bool]:
+class RunKey(NamedTuple):
+    id: int  # the integer key of the metric tables
+    experiment_id: int
+
+
+def _metric_row(run_key: int, m: Metric) -> tuple[int, str, int, int, float, bool]:
     nan = math.isnan(m.value)
-    return (run_id, m.key, m.step, m.timestamp, 0.0 if nan else m.value, nan)
+    return (run_key, m.key, m.step, m.timestamp, 0.0 if nan else m.value, nan)
 
 
 class RunsMixin:
@@ -219,9 +222,9 @@ class RunsMixin:
     def restore_run(self, run_id: str) -> None:
         self._set_lifecycle(run_id, "active")
 
-    def _require_run(self, conn: Connection, run_id: str, *, active: bool = False) -> str:
+    def _require_run(self, conn: Connection, run_id: str, *, active: bool = False) -> RunKey:
         row = conn.exec_driver_sql(
-            self.db.sql("SELECT lifecycle_stage, experiment_id FROM runs WHERE run_uuid = ?"),
+            self.db.sql("SELECT lifecycle_stage, experiment_id, id FROM runs WHERE run_uuid = ?"),
             (run_id,),
         ).first()
         if row is None:
@@ -231,7 +234,7 @@ class RunsMixin:
                 f"run {run_id!r} is deleted; restore it before logging to it",
                 details={"run_id": run_id},
             )
-        return str(row[1])
+        return RunKey(int(row[2]), int(row[1]))
 
     # -- logging ----------------------------------------------------------------------
     def log_batch(
@@ -243,11 +246,11 @@ class RunsMixin:
     ) -> None:
         clean_metrics, clean_params, clean_tags = check_batch(metrics, params, tags)
         with self.db.write() as conn:
-            self._require_run(conn, run_id, active=True)
+            key = self._require_run(conn, run_id, active=True)
             if clean_params:
                 self._insert_params(conn, run_id, clean_params)
             if clean_metrics:
-                self._insert_metrics(conn, run_id, clean_metrics)
+                self._insert_metrics(conn, key.id, clean_metrics)
             if clean_tags:
                 rows = [(run_id, t.key, t.value) for t in clean_tags]
                 conn.exec_driver_sql(self.db.sql(_UPSERT_TAG), rows)
@@ -273,10 +276,10 @@ class RunsMixin:
                 [(run_id, k, v) for k, v in wanted.items()],
             )
 
-    def _insert_metrics(self, conn: Connection, run_id: str, items: list[Metric]) -> None:
-        rows = [_metric_row(run_id, m) for m in items]
+    def _insert_metrics(self, conn: Connection, run_key: int, items: list[Metric]) -> None:
+        rows = [_metric_row(run_key, m) for m in items]
         conn.exec_driver_sql(self.db.sql(_INSERT_METRICS), rows)
-        latest: dict[str, tuple[str, str, int, int, float, bool]] = {}
+        latest: dict[str, tuple[int, str, int, int, float, bool]] = {}
         for row in rows:
             best = latest.get(row[1])
             if best is None or row[2:5] > best[2:5]:
@@ -292,13 +295,13 @@ class RunsMixin:
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         with self.db.read() as conn:
-            self._require_run(conn, run_id)
+            run_key = self._require_run(conn, run_id)
             rows = conn.exec_driver_sql(
                 self.db.sql(
-                    "SELECT value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ? "
+                    "SELECT value, timestamp, step, is_nan FROM metrics WHERE run_id = ? "
                     "AND key = ? ORDER BY step, timestamp, value"
                 ),
-                (run_id, key),
+                (run_key.id, key),
             ).all()
         return [Metric(key, math.nan if r[3] else r[0], r[1], r[2]) for r in rows]
 
@@ -309,7 +312,7 @@ class RunsMixin:
             for key in d.tags:
                 check_key(key, "input tag")
         with self.db.write() as conn:
-            exp_id = int(self._require_run(conn, run_id, active=True))
+            exp_id = self._require_run(conn, run_id, active=True).experiment_id
             for d in datasets_in:
                 dataset_id = self._upsert_dataset(conn, exp_id, d)
                 input_tags = dict(d.tags)
@@ -376,80 +379,74 @@ class RunsMixin:
     ) -> RunPage:
         check_max_results(max_results)
         offset = decode_page_token(page_token)
-        query = (
-            build_query(
-                [parse_experiment_id(e) for e in experiment_ids],
-                ViewType(view_type).stages(),
-                parse_filter(filter_string),
-                parse_order_by(order_by),
-            )
-            .offset(offset)
-            .limit(max_results + 1)
-        )
+        scope = ([parse_experiment_id(e) for e in experiment_ids], ViewType(view_type).stages())
+        clauses, order = parse_filter(filter_string), parse_order_by(order_by)
         with self.db.read() as conn:
-            ids = list(conn.execute(query).scalars())
+            if order and order[0].kind == "metrics":
+                ids = _ranked_page(conn, *ranked_queries(*scope, clauses, order), offset, max_results + 1)
+            else:
+                query = build_query(*scope, clauses, order).offset(offset).limit(max_results + 1)
+                ids = list(conn.execute(query).scalars())
             found = load_runs(conn, ids[:max_results])
         token = encode_page_token(offset + max_results) if len(ids) > max_results else None
         return RunPage(found, token)
 
 
+def _ranked_page(
+    conn: Connection, ranked: Select[Any], missing: Select[Any], offset: int, limit: int
+) -> list[str]:
+    """One page of ``ranked`` followed by ``missing``, as if they were one ordered list."""
+    ids = list(conn.execute(ranked.offset(offset).limit(limit)).scalars())
+    if len(ids) == limit:
+        return ids
+    if ids or offset == 0:
+        ranked_total = offset + len(ids)
+    else:  # the page starts past the ranked part: count it to know where the rest starts
+        counted = select(func.count()).select_from(ranked.order_by(None).subquery())
+        ranked_total = int(conn.execute(counted).scalar_one())
+    rest = missing.offset(max(0, offset - ranked_total)).limit(limit - len(ids))
+    return ids + list(conn.execute(rest).scalars())
+
+
+_LOAD_SQL = {
+    "runs": "SELECT run_uuid, experiment_id, name, user_id, status, start_time, end_time, "
+    "artifact_uri, lifecycle_stage FROM runs WHERE run_uuid IN ({})",
+    "params": "SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({})",
+    "tags": "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({})",
+    "metrics": "SELECT r.run_uuid, m.key, m.value, m.timestamp, m.step, m.is_nan FROM latest_metrics m "
+    "JOIN runs r ON r.id = m.run_id WHERE r.run_uuid IN ({})",
+    "inputs": "SELECT i.run_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile, "
+    "i.context, i.tags FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid "
+    "WHERE i.run_uuid IN ({})",
+    "outputs": "SELECT run_uuid, model_id, step FROM run_outputs WHERE run_uuid IN ({})",
+}
+
+
+def _rows(conn: Connection, name: str, ids: list[str]) -> list[Any]:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = _LOAD_SQL[name].format(", ".join([mark] * len(ids)))
+    return list(conn.exec_driver_sql(sql, tuple(ids)).fetchall())
+
+
 def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[Run]:
-    """Load whole runs (info, params, latest metrics, tags, inputs, outputs) in ``run_ids`` order."""
+    """Whole runs (info, params, latest metrics, tags, inputs, outputs) in ``run_ids`` order.
+
+    Plain SQL and tuple unpacking: this builds every page of search results.
+    """
     if not run_ids:
         return []
-    ids = list(run_ids)
+    ids = list(dict.fromkeys(run_ids))
     by_id: dict[str, Run] = {}
-    for r in conn.execute(select(runs).where(runs.c.run_uuid.in_(ids))):
-        by_id[r.run_uuid] = Run(
-            RunInfo(
-                r.run_uuid,
-                str(r.experiment_id),
-                r.name,
-                r.user_id,
-                r.status,
-                r.start_time,
-                r.end_time,
-                r.artifact_uri,
-                r.lifecycle_stage,
-            )
-        )
-    for run_id, key, value in _pairs(conn, params, ids):
+    for run_id, exp_id, name, user, status, start, end, uri, stage in _rows(conn, "runs", ids):
+        by_id[run_id] = Run(RunInfo(run_id, str(exp_id), name, user, status, start, end, uri, stage))
+    for run_id, key, value in _rows(conn, "params", ids):
         by_id[run_id].params[key] = value
-    for run_id, key, value in _pairs(conn, tags, ids):
+    for run_id, key, value in _rows(conn, "tags", ids):
         by_id[run_id].tags[key] = value
-    lm = latest_metrics.c
-    for row in conn.execute(
-        select(lm.run_uuid, lm.key, lm.value, lm.timestamp, lm.step, lm.is_nan).where(lm.run_uuid.in_(ids))
-    ):
-        value = math.nan if row.is_nan else row.value
-        by_id[row.run_uuid].metrics[row.key] = Metric(row.key, value, row.timestamp, row.step)
-    _attach_inputs(conn, by_id, ids)
-    for row in conn.execute(select(run_outputs).where(run_outputs.c.run_uuid.in_(ids))):
-        by_id[row.run_uuid].outputs.append(ModelOutput(row.model_id, row.step))
-    return [by_id[i] for i in ids if i in by_id]
-
-
-def _pairs(conn: Connection, table: Any, ids: list[str]) -> Iterable[tuple[str, str, str]]:
-    c = table.c
-    return conn.execute(select(c.run_uuid, c.key, c.value).where(c.run_uuid.in_(ids)))  # type: ignore[return-value]
-
-
-def _attach_inputs(conn: Connection, by_id: dict[str, Run], ids: list[str]) -> None:
-    rows = conn.execute(
-        select(run_inputs.c.run_uuid, run_inputs.c.context, run_inputs.c.tags, datasets)
-        .join(datasets, datasets.c.dataset_uuid == run_inputs.c.dataset_uuid)
-        .where(run_inputs.c.run_uuid.in_(ids))
-    )
-    for r in rows:
-        by_id[r.run_uuid].inputs.append(
-            DatasetInput(
-                r.name,
-                r.digest,
-                r.source_type,
-                r.source,
-                r.schema,
-                r.profile,
-                r.context,
-                orjson.loads(r.tags),
-            )
-        )
+    for run_id, key, value, ts, step, nan in _rows(conn, "metrics", ids):
+        by_id[run_id].metrics[key] = Metric(key, math.nan if nan else value, ts, step)
+    for run_id, *dataset, context, tags_json in _rows(conn, "inputs", ids):
+        by_id[run_id].inputs.append(DatasetInput(*dataset, context, orjson.loads(tags_json)))
+    for run_id, model_id, step in _rows(conn, "outputs", ids):
+        by_id[run_id].outputs.append(ModelOutput(model_id, step))
+    return [by_id[i] for i in run_ids if i in by_id]

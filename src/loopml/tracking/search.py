@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, exists, select
-from sqlalchemy.sql import ColumnElement as _Col
+from sqlalchemy import ColumnElement, Select, and_, exists, false, select
 
 from loopml.errors import InvalidInput
 from loopml.store.schema import datasets, latest_metrics, params, run_inputs, runs, tags
@@ -271,16 +270,22 @@ def _key_table(kind: str) -> Any:
     return {"metrics": latest_metrics, "params": params, "tags": tags}[kind]
 
 
-def build_query(
-    experiment_ids: Sequence[int],
-    stages: Sequence[str],
-    clauses: Sequence[Clause],
-    order: Sequence[OrderKey],
-) -> Select[Any]:
-    """``SELECT run_uuid`` for the matching runs, ordered (nulls last, then newest first)."""
-    query = select(runs.c.run_uuid).where(
+def _run_match(table: Any, kind: str) -> ColumnElement[bool]:
+    # metric tables are keyed by the integer run id; params and tags by the uuid
+    if kind == "metrics":
+        return table.c.run_id == runs.c.id  # type: ignore[no-any-return]
+    return table.c.run_uuid == runs.c.run_uuid  # type: ignore[no-any-return]
+
+
+def _base(experiment_ids: Sequence[int], stages: Sequence[str]) -> Select[Any]:
+    return select(runs.c.run_uuid).where(
         runs.c.experiment_id.in_(list(experiment_ids)), runs.c.lifecycle_stage.in_(list(stages))
     )
+
+
+def _filtered(query: Select[Any], clauses: Sequence[Clause], *, correlated: bool = False) -> Select[Any]:
+    """Add the filter clauses: joins (the planner may drive the query from a filter's index),
+    or with ``correlated`` per-run EXISTS checks (so a ranked query stays driven by its sort)."""
     for n, c in enumerate(clauses):
         if c.kind == "attributes":
             query = query.where(_compare(_ATTRIBUTES[c.key], c.op, c.value))
@@ -288,20 +293,76 @@ def build_query(
             query = query.where(_dataset_clause(c))
         else:
             t = _key_table(c.kind).alias(f"f{n}")
-            cond = and_(t.c.run_uuid == runs.c.run_uuid, t.c.key == c.key)
-            query = query.join(t, cond).where(_compare(t.c.value, c.op, c.value))
+            conds = [t.c.key == c.key, _compare(t.c.value, c.op, c.value)]
             if c.kind == "metrics":
-                query = query.where(t.c.is_nan.is_(False))
-    sort: list[_Col[Any]] = []
+                conds.append(t.c.is_nan == false())
+            if correlated:
+                query = query.where(exists(select(t.c.key).where(_run_match(t, c.kind), *conds)))
+            else:
+                query = query.join(t, and_(_run_match(t, c.kind), conds[0])).where(*conds[1:])
+    return query
+
+
+def _sort_keys(query: Select[Any], order: Sequence[OrderKey], first: int = 0) -> tuple[Select[Any], list[Any]]:
+    sort: list[Any] = []
     for n, o in enumerate(order):
         if o.kind == "attributes":
             col: Any = _ATTRIBUTES[o.key]
         else:
-            t = _key_table(o.kind).alias(f"o{n}")
-            query = query.outerjoin(t, and_(t.c.run_uuid == runs.c.run_uuid, t.c.key == o.key))
+            t = _key_table(o.kind).alias(f"o{n + first}")
+            query = query.outerjoin(t, and_(_run_match(t, o.kind), t.c.key == o.key))
             col = t.c.value
         sort += [col.is_(None), col.asc() if o.ascending else col.desc()]
-    return query.order_by(*sort, runs.c.start_time.desc(), runs.c.run_uuid)
+    return query, [*sort, runs.c.start_time.desc(), runs.c.run_uuid]
+
+
+def build_query(
+    experiment_ids: Sequence[int],
+    stages: Sequence[str],
+    clauses: Sequence[Clause],
+    order: Sequence[OrderKey],
+) -> Select[Any]:
+    """``SELECT run_uuid`` for the matching runs, ordered (nulls last, then newest first)."""
+    query, sort = _sort_keys(_filtered(_base(experiment_ids, stages), clauses), order)
+    return query.order_by(*sort)
+
+
+def ranked_queries(
+    experiment_ids: Sequence[int],
+    stages: Sequence[str],
+    clauses: Sequence[Clause],
+    order: Sequence[OrderKey],
+) -> tuple[Select[Any], Select[Any]]:
+    """For a search sorted first by a metric: (runs that have it, in order; runs that don't).
+
+    The first query walks the metric's (key, is_nan, value) index in sort order and stops
+    at the page's end instead of sorting every match; the second lists the rest, which
+    sort after them (nulls last).
+    """
+    first, rest = order[0], order[1:]
+    lm = latest_metrics.alias("o0")
+    ranked = (
+        select(runs.c.run_uuid)
+        .select_from(lm)
+        .join(runs, lm.c.run_id == runs.c.id)
+        .where(
+            lm.c.key == first.key,
+            lm.c.is_nan == false(),
+            runs.c.experiment_id.in_(list(experiment_ids)),
+            runs.c.lifecycle_stage.in_(list(stages)),
+        )
+    )
+    ranked, sort = _sort_keys(_filtered(ranked, clauses, correlated=True), rest, first=1)
+    ranked = ranked.order_by(lm.c.value.asc() if first.ascending else lm.c.value.desc(), *sort)
+    has_metric = exists(
+        select(latest_metrics.c.run_id).where(
+            latest_metrics.c.run_id == runs.c.id,
+            latest_metrics.c.key == first.key,
+            latest_metrics.c.is_nan == false(),
+        )
+    )
+    missing, sort = _sort_keys(_filtered(_base(experiment_ids, stages), clauses).where(~has_metric), rest, 1)
+    return ranked, missing.order_by(*sort)
 
 
 def _dataset_clause(c: Clause) -> ColumnElement[bool]:

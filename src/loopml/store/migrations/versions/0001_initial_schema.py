@@ -40,29 +40,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
-        "latest_metrics",
-        sa.Column("run_uuid", sa.String(length=32), nullable=False),
-        sa.Column("key", sa.String(length=250), nullable=False),
-        sa.Column("step", sa.BigInteger(), nullable=False),
-        sa.Column("timestamp", sa.BigInteger(), nullable=False),
-        sa.Column("value", sa.Float(precision=53), nullable=False),
-        sa.Column("is_nan", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("run_uuid", "key"),
-    )
-    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
-        batch_op.create_index("ix_latest_metrics_key_value", ["key", "value"], unique=False)
-
-    op.create_table(
-        "metrics",
-        sa.Column("run_uuid", sa.String(length=32), nullable=False),
-        sa.Column("key", sa.String(length=250), nullable=False),
-        sa.Column("step", sa.BigInteger(), nullable=False),
-        sa.Column("timestamp", sa.BigInteger(), nullable=False),
-        sa.Column("value", sa.Float(precision=53), nullable=False),
-        sa.Column("is_nan", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("run_uuid", "key", "step", "timestamp", "value", "is_nan"),
-    )
-    op.create_table(
         "datasets",
         sa.Column("dataset_uuid", sa.String(length=32), nullable=False),
         sa.Column("experiment_id", sa.Integer(), nullable=False),
@@ -114,6 +91,7 @@ def upgrade() -> None:
 
     op.create_table(
         "runs",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("run_uuid", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=250), nullable=False),
         sa.Column("experiment_id", sa.Integer(), nullable=False),
@@ -128,10 +106,29 @@ def upgrade() -> None:
             ["experiment_id"],
             ["experiments.experiment_id"],
         ),
-        sa.PrimaryKeyConstraint("run_uuid"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("run_uuid"),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index("ix_runs_experiment_start", ["experiment_id", "start_time"], unique=False)
+
+    op.create_table(
+        "latest_metrics",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=250), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
+        sa.Column("timestamp", sa.BigInteger(), nullable=False),
+        sa.Column("value", sa.Float(precision=53), nullable=False),
+        sa.Column("is_nan", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["runs.id"],
+        ),
+        sa.PrimaryKeyConstraint("run_id", "key"),
+        sqlite_with_rowid=False,
+    )
+    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
+        batch_op.create_index("ix_latest_metrics_key_value", ["key", "is_nan", "value"], unique=False)
 
     op.create_table(
         "logged_model_params",
@@ -154,6 +151,21 @@ def upgrade() -> None:
             ["logged_models.model_id"],
         ),
         sa.PrimaryKeyConstraint("model_id", "key"),
+    )
+    op.create_table(
+        "metrics",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=250), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
+        sa.Column("timestamp", sa.BigInteger(), nullable=False),
+        sa.Column("value", sa.Float(precision=53), nullable=False),
+        sa.Column("is_nan", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["runs.id"],
+        ),
+        sa.PrimaryKeyConstraint("run_id", "key", "step", "timestamp", "value", "is_nan"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "params",
@@ -238,8 +250,13 @@ def downgrade() -> None:
     op.drop_table("run_outputs")
     op.drop_table("run_inputs")
     op.drop_table("params")
+    op.drop_table("metrics")
     op.drop_table("logged_model_tags")
     op.drop_table("logged_model_params")
+    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_latest_metrics_key_value")
+
+    op.drop_table("latest_metrics")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_experiment_start")
 
@@ -250,10 +267,5 @@ def downgrade() -> None:
     op.drop_table("logged_models")
     op.drop_table("experiment_tags")
     op.drop_table("datasets")
-    op.drop_table("metrics")
-    with op.batch_alter_table("latest_metrics", schema=None) as batch_op:
-        batch_op.drop_index("ix_latest_metrics_key_value")
-
-    op.drop_table("latest_metrics")
     op.drop_table("experiments")
     op.drop_table("artifacts")
