@@ -147,9 +147,7 @@ def start_run(
     """Start a run (nested under the active one if ``nested``); use it as a context manager."""
     stack = _stack()
     if stack and not nested:
-        raise InvalidInput(
-            f"run {stack[-1].run_id} is already active; end it first or pass nested=True"
-        )
+        raise InvalidInput(f"run {stack[-1].run_id} is already active; end it first or pass nested=True")
     svc = service()
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     provenance = _provenance(str(Path.cwd())) if capture_env else None
@@ -273,7 +271,9 @@ def search_runs(
     runs: list[Run] = []
     token: str | None = None
     while len(runs) < max_results:
-        page = svc.search_runs(ids, filter_string, max_results=max_results - len(runs), order_by=order_by, page_token=token)
+        page = svc.search_runs(
+            ids, filter_string, max_results=max_results - len(runs), order_by=order_by, page_token=token
+        )
         runs += page.runs
         token = page.next_page_token
         if not token:

@@ -15,6 +15,7 @@ from loopml import __version__
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
 from loopml.server import api_v1, mlflow_artifacts, mlflow_compat
+from loopml.server.dispatch import FastPathDispatcher
 from loopml.server.responses import JSONResponse
 from loopml.tracking.local import LocalTrackingService
 
@@ -31,8 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.tracking = LocalTrackingService.from_settings(settings)
     app.include_router(api_v1.router)
-    mlflow_compat.install(app)
-    mlflow_artifacts.install(app)
+    app.add_middleware(FastPathDispatcher, routes=[*mlflow_compat.routes(), *mlflow_artifacts.routes()])
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)

@@ -7,12 +7,12 @@ client relies on to fall back to logged models.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from loopml.errors import LoopmlError, NotFound
+from loopml.server.dispatch import Endpoint
 from loopml.server.mlflow_json import error_response
 from loopml.server.responses import JSONResponse, spool_body
 from loopml.store.artifacts import ArtifactRepository
@@ -78,10 +78,13 @@ async def delete(request: Request) -> Response:
     return JSONResponse({})
 
 
-def install(app: FastAPI) -> None:
+def routes() -> list[tuple[str, str, Endpoint]]:
+    out: list[tuple[str, str, Endpoint]] = []
     for prefix in PREFIXES:
-        routes = app.router.routes
-        routes.append(Route(f"{prefix}/artifacts", list_files, methods=["GET"]))
-        routes.append(Route(f"{prefix}/artifacts/{{path:path}}", upload, methods=["PUT"]))
-        routes.append(Route(f"{prefix}/artifacts/{{path:path}}", download, methods=["GET"]))
-        routes.append(Route(f"{prefix}/artifacts/{{path:path}}", delete, methods=["DELETE"]))
+        out += [
+            ("GET", f"{prefix}/artifacts", list_files),
+            ("PUT", f"{prefix}/artifacts/{{path:path}}", upload),
+            ("GET", f"{prefix}/artifacts/{{path:path}}", download),
+            ("DELETE", f"{prefix}/artifacts/{{path:path}}", delete),
+        ]
+    return out

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from starlette.routing import Route
 
 from loopml.errors import InvalidInput, LoopmlError, NotFound
 from loopml.server.mlflow_json import (
@@ -33,6 +32,7 @@ from loopml.tracking.records import DatasetInput, Metric, ModelOutput, Param, Ru
 
 Params = dict[str, Any]
 Handler = Callable[[LocalTrackingService, Params], Any]
+Endpoint = Callable[[Request], Awaitable[Response]]
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 SERVER_INFO = {
     "store_type": "SqlStore",
@@ -354,7 +354,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(handler: Handler) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         try:
             params: Params = dict(request.query_params)
@@ -376,10 +376,8 @@ async def server_info(_request: Request) -> Response:
     return JSONResponse(SERVER_INFO)
 
 
-def install(app: FastAPI) -> None:
-    """Add every MLflow route, under both the REST and the ajax prefixes."""
-    for prefix in PREFIXES:
-        for method, path, handler in ROUTES:
-            app.router.routes.append(Route(prefix + path, _endpoint(handler), methods=[method]))
-    for prefix in ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"):
-        app.router.routes.append(Route(prefix + "/server-info", server_info, methods=["GET"]))
+def routes() -> list[tuple[str, str, Endpoint]]:
+    """Every MLflow route, under both the REST and the ajax prefixes."""
+    out = [(m, prefix + path, _endpoint(h)) for prefix in PREFIXES for m, path, h in ROUTES]
+    out += [("GET", f"{p}/server-info", server_info) for p in ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow")]
+    return out

@@ -19,7 +19,6 @@ from loopml.errors import Conflict, InvalidInput, NotFound
 from loopml.store.db import Database
 from loopml.store.schema import (
     datasets,
-    experiments,
     params,
     runs,
     tags,
@@ -46,7 +45,14 @@ from loopml.tracking.search import (
     parse_order_by,
     ranked_queries,
 )
-from loopml.tracking.validation import MAX_RUN_NAME_LENGTH, check_batch, check_key, check_name
+from loopml.tracking.validation import (
+    MAX_RUN_NAME_LENGTH,
+    MetricRow,
+    check_batch,
+    check_key,
+    check_name,
+    metric_rows,
+)
 
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
@@ -61,6 +67,10 @@ _UPSERT_LATEST = (
     "step = excluded.step, timestamp = excluded.timestamp, value = excluded.value, "
     "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
     "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, lifecycle_stage, "
+    "artifact_uri) VALUES (?, ?, ?, ?, ?, ?, 'active', ?)"
 )
 _UPSERT_TAG = (
     "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) "
@@ -111,11 +121,6 @@ class RunKey(NamedTuple):
     experiment_id: int
 
 
-def _metric_row(run_key: int, m: Metric) -> tuple[int, str, int, int, float, bool]:
-    nan = math.isnan(m.value)
-    return (run_key, m.key, m.step, m.timestamp, 0.0 if nan else m.value, nan)
-
-
 class RunsMixin:
     db: Database
 
@@ -137,14 +142,15 @@ class RunsMixin:
         run_id = uuid.uuid4().hex
         user = user_id or tag_map.get(USER_TAG) or "unknown"
         with self.db.write() as conn:
-            exp = conn.execute(
-                select(experiments.c.artifact_location, experiments.c.lifecycle_stage).where(
-                    experiments.c.experiment_id == exp_id
-                )
+            exp = conn.exec_driver_sql(
+                self.db.sql(
+                    "SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?"
+                ),
+                (exp_id,),
             ).first()
             if exp is None:
                 raise NotFound(f"experiment {experiment_id} does not exist; create it first")
-            if exp.lifecycle_stage != "active":
+            if exp[1] != "active":
                 raise InvalidInput(f"experiment {experiment_id} is deleted; restore it first")
             info = RunInfo(
                 run_id,
@@ -154,21 +160,12 @@ class RunsMixin:
                 RunStatus.RUNNING.value,
                 start_time or now_ms(),
                 None,
-                f"{exp.artifact_location}/{run_id}/artifacts",
+                f"{exp[0]}/{run_id}/artifacts",
                 "active",
             )
-            conn.execute(
-                insert(runs).values(
-                    run_uuid=run_id,
-                    name=name,
-                    experiment_id=exp_id,
-                    user_id=user,
-                    status=info.status,
-                    start_time=info.start_time,
-                    end_time=None,
-                    lifecycle_stage="active",
-                    artifact_uri=info.artifact_uri,
-                )
+            conn.exec_driver_sql(
+                self.db.sql(_INSERT_RUN),
+                (run_id, name, exp_id, user, info.status, info.start_time, info.artifact_uri),
             )
             conn.exec_driver_sql(self.db.sql(_UPSERT_TAG), [(run_id, t.key, t.value) for t in tag_rows])
         return Run(info, tags={t.key: t.value for t in tag_rows})
@@ -277,9 +274,9 @@ class RunsMixin:
             )
 
     def _insert_metrics(self, conn: Connection, run_key: int, items: list[Metric]) -> None:
-        rows = [_metric_row(run_key, m) for m in items]
+        rows = metric_rows(run_key, items)  # raises before anything is written
         conn.exec_driver_sql(self.db.sql(_INSERT_METRICS), rows)
-        latest: dict[str, tuple[int, str, int, int, float, bool]] = {}
+        latest: dict[str, MetricRow] = {}
         for row in rows:
             best = latest.get(row[1])
             if best is None or row[2:5] > best[2:5]:

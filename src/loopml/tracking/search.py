@@ -303,7 +303,9 @@ def _filtered(query: Select[Any], clauses: Sequence[Clause], *, correlated: bool
     return query
 
 
-def _sort_keys(query: Select[Any], order: Sequence[OrderKey], first: int = 0) -> tuple[Select[Any], list[Any]]:
+def _sort_keys(
+    query: Select[Any], order: Sequence[OrderKey], first: int = 0
+) -> tuple[Select[Any], list[Any]]:
     sort: list[Any] = []
     for n, o in enumerate(order):
         if o.kind == "attributes":

@@ -63,18 +63,6 @@ def check_int(value: object, field: str) -> int:
     return value
 
 
-def check_metric(m: Metric) -> Metric:
-    key, value, timestamp, step = m
-    check_key(key, "metric")
-    if type(value) is not float:
-        value = _metric_value(key, value)
-    if type(timestamp) is not int or not -_INT64 <= timestamp < _INT64:
-        timestamp = check_int(timestamp, "metric timestamp")
-    if type(step) is not int or not -_INT64 <= step < _INT64:
-        step = check_int(step, "metric step")
-    return Metric(key, value, timestamp, step)
-
-
 def _metric_value(key: str, value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -84,6 +72,32 @@ def _metric_value(key: str, value: object) -> float:
         except ValueError:
             pass
     raise InvalidInput(f"metric {key!r} value must be a number, got {value!r}", details=_f("metrics.value"))
+
+
+MetricRow = tuple[int, str, int, int, float, bool]
+
+
+def metric_rows(run_key: int, metrics: Sequence[Metric]) -> list[MetricRow]:
+    """Validate metrics and build their table rows in one pass (the ingest hot path).
+
+    NaN is stored as 0.0 with ``is_nan`` set, since SQLite has no NaN.
+    """
+    rows: list[MetricRow] = []
+    append = rows.append
+    for key, value, timestamp, step in metrics:
+        if (key, "metric") not in _valid_keys:
+            check_key(key, "metric")
+        if type(value) is not float:
+            value = _metric_value(key, value)
+        if type(timestamp) is not int or not -_INT64 <= timestamp < _INT64:
+            timestamp = check_int(timestamp, "metric timestamp")
+        if type(step) is not int or not -_INT64 <= step < _INT64:
+            step = check_int(step, "metric step")
+        if value != value:  # NaN
+            append((run_key, key, step, timestamp, 0.0, True))
+        else:
+            append((run_key, key, step, timestamp, value, False))
+    return rows
 
 
 def check_param(p: Param) -> Param:
@@ -112,7 +126,10 @@ def check_tag(t: RunTag) -> RunTag:
 def check_batch(
     metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]
 ) -> tuple[list[Metric], list[Param], list[RunTag]]:
-    """Validate a whole batch; raise on the first bad entry so nothing is written."""
+    """Validate a batch's sizes, params and tags; raise on the first bad entry.
+
+    Metrics are checked by :func:`metric_rows`, which builds their rows at the same time.
+    """
     for name, items, limit in (
         ("metrics", metrics, MAX_METRICS_PER_BATCH),
         ("params", params, MAX_PARAMS_PER_BATCH),
@@ -137,7 +154,7 @@ def check_batch(
                 f"param {p.key!r} appears twice in the batch with different values",
                 details=_f("params"),
             )
-    return [check_metric(m) for m in metrics], clean_params, [check_tag(t) for t in tags]
+    return list(metrics), clean_params, [check_tag(t) for t in tags]
 
 
 def check_name(name: object, kind: str, limit: int) -> str:
