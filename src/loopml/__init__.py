@@ -18,7 +18,7 @@ _SDK_NAMES = {
     "service", "set_tracking_uri", "set_experiment", "start_run", "end_run", "active_run",
     "log_param", "log_params", "log_metric", "log_metrics", "set_tag", "set_tags",
     "log_artifact", "log_artifacts", "log_text", "log_dict", "log_input", "get_run",
-    "search_runs", "compare_runs", "ActiveRun",
+    "search_runs", "compare_runs", "ActiveRun", "reset",
 }  # fmt: skip
 __all__ = sorted(_SDK_NAMES)
 

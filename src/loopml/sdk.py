@@ -67,6 +67,17 @@ def _build(settings: Settings) -> TrackingService:
     return LocalTrackingService.from_settings(settings)
 
 
+def reset() -> None:
+    """Forget the active experiment and runs and close every cached service (tests, notebooks)."""
+    global _settings_override, _experiment_id
+    with _lock:
+        for svc in _services.values():
+            svc.close()
+        _services.clear()
+    _settings_override, _experiment_id = None, None
+    _state.runs = []
+
+
 def set_tracking_uri(uri: str | None) -> None:
     """Point the SDK at a server (``http://…``), a database URL, or back to the environment."""
     global _settings_override, _experiment_id

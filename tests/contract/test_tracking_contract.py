@@ -198,7 +198,13 @@ def test_search_filters_order_and_pages(service: TrackingService) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["metrics.acc > 'x'", "params.model > 1", "foo.bar = 1", "metrics.acc >", "metrics.a > 1 OR metrics.b < 1"],
+    [
+        "metrics.acc > 'x'",
+        "params.model > 1",
+        "foo.bar = 1",
+        "metrics.acc >",
+        "metrics.a > 1 OR metrics.b < 1",
+    ],
 )
 def test_bad_filters_name_the_problem(service: TrackingService, bad: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -207,7 +213,7 @@ def test_bad_filters_name_the_problem(service: TrackingService, bad: str) -> Non
 
 
 def test_compare_runs(service: TrackingService) -> None:
-    exp_id, ids = _populate(service, 3)
+    _, ids = _populate(service, 3)
     table = service.compare_runs(ids[:2])
     assert table.run_ids == ids[:2]
     assert table.param_keys == ["depth", "model"] and table.metric_keys == ["acc", "loss"]
@@ -241,7 +247,9 @@ def test_artifacts_roundtrip_and_dedupe(service: TrackingService, tmp_path: Path
         b"".join(service.iter_artifact(run.run_id, "missing.txt"))
 
 
-@pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "a\\b", "%2e%2e/x", "%252e%252e/x", "C:/x"])
+@pytest.mark.parametrize(
+    "path", ["../x", "a/../../x", "/etc/passwd", "a\\b", "%2e%2e/x", "%252e%252e/x", "C:/x"]
+)
 def test_artifact_paths_are_confined(service: TrackingService, path: str) -> None:
     run = service.create_run(service.create_experiment(_name()))
     with pytest.raises(InvalidInput):

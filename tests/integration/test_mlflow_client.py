@@ -45,7 +45,9 @@ def test_logging_flow(client: MlflowClient, tmp_path: Path) -> None:
         mlflow.log_params({"p1": "x"})
         mlflow.set_tags({"t": "v", "stage": "x"})
         mlflow.delete_tag("stage")
-        mlflow.log_input(mlflow.data.from_numpy(np.arange(10).reshape(5, 2), name="train"), context="training")
+        mlflow.log_input(
+            mlflow.data.from_numpy(np.arange(10).reshape(5, 2), name="train"), context="training"
+        )
         with mlflow.start_run(run_name="child", nested=True) as child:
             mlflow.log_param("c", 1)
         with pytest.raises(MlflowException) as err:
@@ -57,7 +59,9 @@ def test_logging_flow(client: MlflowClient, tmp_path: Path) -> None:
     assert run.data.metrics["loss"] == 0.5 and math.isnan(run.data.metrics["nanm"])
     assert run.data.tags["t"] == "v" and "stage" not in run.data.tags
     assert run.inputs.dataset_inputs[0].dataset.name == "train"
-    assert [t.value for t in run.inputs.dataset_inputs[0].tags if t.key == "mlflow.data.context"] == ["training"]
+    assert [t.value for t in run.inputs.dataset_inputs[0].tags if t.key == "mlflow.data.context"] == [
+        "training"
+    ]
     assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     history = client.get_metric_history(parent.info.run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5)]
@@ -80,8 +84,9 @@ def test_batches_search_and_paging(client: MlflowClient) -> None:
                 tags=[RunTag("i", str(i))],
             )
             ids.append(r.info.run_id)
-    df = mlflow.search_runs([exp_id], filter_string="metrics.acc > 0.15 and params.model = 'rf'",
-                            order_by=["metrics.acc DESC"])
+    df = mlflow.search_runs(
+        [exp_id], filter_string="metrics.acc > 0.15 and params.model = 'rf'", order_by=["metrics.acc DESC"]
+    )
     assert list(df["run_id"]) == [ids[5], ids[3]]
     page = client.search_runs([exp_id], max_results=4, order_by=["metrics.acc ASC"])
     rest = client.search_runs([exp_id], max_results=4, order_by=["metrics.acc ASC"], page_token=page.token)
@@ -102,8 +107,13 @@ def test_artifacts_and_sklearn_model(client: MlflowClient, tmp_path: Path) -> No
         mlflow.log_artifacts(str(tmp_path / "b"), artifact_path="bundle")
         info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model")
     rid = run.info.run_id
-    assert {(f.path, f.is_dir) for f in client.list_artifacts(rid)} >= {("hello.txt", False), ("bundle", True)}
-    local = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="bundle", dst_path=str(tmp_path / "dl"))
+    assert {(f.path, f.is_dir) for f in client.list_artifacts(rid)} >= {
+        ("hello.txt", False),
+        ("bundle", True),
+    }
+    local = mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="bundle", dst_path=str(tmp_path / "dl")
+    )
     assert (Path(local) / "c" / "x.json").read_text() == "{}"
     expected = LogisticRegression().fit(X, y).predict(X[:5])
     by_run = mlflow.pyfunc.load_model(f"runs:/{rid}/model")

@@ -59,4 +59,6 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"loopml server did not become ready in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"loopml server did not become ready in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
+    )

@@ -219,8 +219,7 @@ def _start(tools: _Tools, timeout: float) -> int:
         if "already in use" not in tail:
             break
     raise RuntimeError(
-        f"PostgreSQL did not start (pg_ctl exit {code}): {out.strip()}\n"
-        f"--- tail of {tools.log} ---\n{tail}"
+        f"PostgreSQL did not start (pg_ctl exit {code}): {out.strip()}\n--- tail of {tools.log} ---\n{tail}"
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -24,7 +25,6 @@ from loopml.errors import LoopmlError, NotFound, Unavailable, error_from_dict
 from loopml.store.artifacts import FileInfo
 from loopml.store.paths import safe_relpath
 from loopml.tracking import codec
-from dataclasses import asdict
 from loopml.tracking.records import (
     Comparison,
     DatasetInput,

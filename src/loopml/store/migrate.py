@@ -13,10 +13,11 @@ from loopml.store.db import Database
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def alembic_config(db: Database) -> Config:
+def alembic_config(db: Database | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["database"] = db
+    if db is not None:
+        cfg.attributes["database"] = db
     return cfg
 
 
@@ -26,5 +27,5 @@ def upgrade(db: Database, revision: str = "head") -> None:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config(Database("sqlite://", migrate=False)))
+    head = ScriptDirectory.from_config(alembic_config())
     return str(head.get_current_head())

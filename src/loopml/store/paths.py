@@ -22,7 +22,7 @@ from loopml.errors import InvalidInput
 MAX_PATH_LENGTH = 1000
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORBIDDEN_CHARS = ("\\", "#", ";", "\x00")
-_DECODE_ROUNDS = 3
+_DECODE_ROUNDS = 6
 
 
 def safe_relpath(path: str, *, field: str = "path", allow_root: bool = False) -> str:
@@ -45,6 +45,11 @@ def safe_relpath(path: str, *, field: str = "path", allow_root: bool = False) ->
         if decoded == form:
             break
         form = decoded
+    else:
+        raise InvalidInput(
+            f"artifact {field} {path!r} is not allowed: it is URL-encoded {_DECODE_ROUNDS} times over",
+            details={"field": field, "path": path},
+        )
     clean = path.rstrip("/")
     if not clean and not allow_root:
         raise InvalidInput(f"artifact {field} must not be empty", details={"field": field})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -28,7 +28,7 @@ def artifact_prefix(artifact_uri: str) -> str:
 class ArtifactsMixin:
     artifacts: ArtifactRepository
 
-    def get_run(self, run_id: str) -> Run: ...  # provided by RunsMixin
+    get_run: Callable[[str], Run]  # provided by RunsMixin
 
     def _run_prefix(self, run_id: str) -> str:
         return artifact_prefix(self.get_run(run_id).info.artifact_uri)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, insert, select, update
 
 from loopml.errors import AlreadyExists, InvalidInput, NotFound
 from loopml.store.db import Database
@@ -82,6 +82,7 @@ class ExperimentsMixin:
                     last_update_time=t,
                 )
             )
+            assert result.inserted_primary_key is not None
             exp_id = int(result.inserted_primary_key[0])
             if not artifact_location:
                 conn.execute(
@@ -146,7 +147,7 @@ class ExperimentsMixin:
     ) -> ExperimentPage:
         check_max_results(max_results)
         offset = decode_page_token(page_token)
-        where = experiments.c.lifecycle_stage.in_(ViewType(view_type).stages())
+        where: ColumnElement[bool] = experiments.c.lifecycle_stage.in_(ViewType(view_type).stages())
         if filter_string and filter_string.strip():
             m = _NAME_FILTER.match(filter_string)
             if not m:

@@ -442,8 +442,10 @@ def load_runs(conn: Connection, run_ids: Sequence[str]) -> list[Run]:
         by_id[run_id].tags[key] = value
     for run_id, key, value, ts, step, nan in _rows(conn, "metrics", ids):
         by_id[run_id].metrics[key] = Metric(key, math.nan if nan else value, ts, step)
-    for run_id, *dataset, context, tags_json in _rows(conn, "inputs", ids):
-        by_id[run_id].inputs.append(DatasetInput(*dataset, context, orjson.loads(tags_json)))
+    for run_id, *fields, context, tag_json in _rows(conn, "inputs", ids):
+        name, digest, kind, source, schema, profile = fields
+        dataset = DatasetInput(name, digest, kind, source, schema, profile, context, orjson.loads(tag_json))
+        by_id[run_id].inputs.append(dataset)
     for run_id, model_id, step in _rows(conn, "outputs", ids):
         by_id[run_id].outputs.append(ModelOutput(model_id, step))
     return [by_id[i] for i in run_ids if i in by_id]

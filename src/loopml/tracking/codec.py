@@ -3,7 +3,8 @@
 Non-finite floats travel as the strings "NaN", "Infinity" and "-Infinity"
 (the protobuf JSON convention), so every metric value round-trips.
 
->>> run_from_dict(run_to_dict(Run(RunInfo("r", "0", "n", "u", "RUNNING", 1, None, "a", "active")))).info.run_id
+>>> run = Run(RunInfo("r", "0", "n", "u", "RUNNING", 1, None, "a", "active"))
+>>> run_from_dict(run_to_dict(run)).info.run_id
 'r'
 """
 

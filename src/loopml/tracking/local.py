@@ -25,6 +25,9 @@ class LocalTrackingService(RunsMixin, ExperimentsMixin, ArtifactsMixin, LoggedMo
         self.db = db
         self.artifacts = artifacts
 
+    def close(self) -> None:
+        self.db.dispose()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalTrackingService:
         db = Database(settings.database_url)

@@ -167,6 +167,7 @@ def _parse_clause(toks: list[tuple[str, str]], i: int) -> tuple[Clause, int]:
         op = {"==": "=", "<>": "!="}.get(op, op)
     else:
         raise InvalidInput(f"filter: {op!r} is not a comparator", details={"field": "filter"})
+    value: Any
     if op in ("IN", "NOT IN"):
         value, i = _parse_list(toks, i)
     else:
@@ -256,7 +257,7 @@ def _compare(col: Any, op: str, value: Any) -> ColumnElement[bool]:
         return col.in_(value)  # type: ignore[no-any-return]
     if op == "NOT IN":
         return col.not_in(value)  # type: ignore[no-any-return]
-    return {
+    result: ColumnElement[bool] = {
         "=": col == value,
         "!=": col != value,
         "<": col < value,
@@ -264,6 +265,7 @@ def _compare(col: Any, op: str, value: Any) -> ColumnElement[bool]:
         ">": col > value,
         ">=": col >= value,
     }[op]
+    return result
 
 
 def _key_table(kind: str) -> Any:

@@ -151,6 +151,9 @@ class TrackingService(abc.ABC):
     def iter_artifact(self, run_id: str, path: str) -> Iterator[bytes]:
         """The verified bytes of one artifact file."""
 
+    def close(self) -> None:
+        """Release connections; the service is not used afterwards."""
+
     # derived operations, shared by every implementation
     def log_metric(self, run_id: str, key: str, value: float, timestamp: int, step: int = 0) -> None:
         self.log_batch(run_id, metrics=[Metric(key, value, timestamp, step)])

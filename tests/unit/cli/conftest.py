@@ -18,9 +18,4 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)  # no stray loopml.toml from the checkout
     sdk.set_tracking_uri(None)
     yield tmp_path / "home"
-    sdk.set_tracking_uri(None)
-    sdk._state.runs = []
-    # The SDK caches one service per Settings: close this test's database so nothing leaks.
-    for settings in [s for s in sdk._services if s.home == tmp_path / "home"]:
-        svc = sdk._services.pop(settings)
-        svc.db.dispose()  # type: ignore[attr-defined]
+    sdk.reset()
