@@ -151,6 +151,7 @@ class TrackingService(abc.ABC):
     def iter_artifact(self, run_id: str, path: str) -> Iterator[bytes]:
         """The verified bytes of one artifact file."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release connections; the service is not used afterwards."""
 
