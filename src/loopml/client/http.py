@@ -31,6 +31,7 @@ from loopml.tracking.records import (
     Experiment,
     ExperimentPage,
     Metric,
+    MetricTuple,
     Param,
     Run,
     RunInfo,
@@ -188,7 +189,7 @@ class HttpTrackingService(TrackingService):
     def log_batch(
         self,
         run_id: str,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[MetricTuple] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None:

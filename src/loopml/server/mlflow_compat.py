@@ -28,7 +28,7 @@ from loopml.server.mlflow_json import (
 )
 from loopml.server.responses import JSONResponse, json_body
 from loopml.tracking.local import LocalTrackingService
-from loopml.tracking.records import DatasetInput, Metric, ModelOutput, Param, RunTag, ViewType
+from loopml.tracking.records import DatasetInput, MetricTuple, ModelOutput, Param, RunTag, ViewType
 
 Params = dict[str, Any]
 Handler = Callable[[LocalTrackingService, Params], Any]
@@ -169,13 +169,14 @@ def restore_run(svc: LocalTrackingService, p: Params) -> Params:
     return {}
 
 
-def _metric(m: Any) -> Metric:
-    if not isinstance(m, dict):
-        raise InvalidInput(f"each metric must be an object, got {m!r}", details={"field": "metrics"})
+def _metrics(items: list[Any]) -> list[MetricTuple]:
+    """(key, value, timestamp, step) tuples; the service validates their types and names."""
     try:
-        return Metric(m["key"], m["value"], m["timestamp"], m.get("step") or 0)
+        return [(m["key"], m["value"], m["timestamp"], m.get("step") or 0) for m in items]
     except KeyError as exc:
-        raise InvalidInput(f"metric is missing '{exc.args[0]}'", details={"field": "metrics"}) from None
+        raise InvalidInput(f"a metric is missing '{exc.args[0]}'", details={"field": "metrics"}) from None
+    except (TypeError, AttributeError):
+        raise InvalidInput("each metric must be an object", details={"field": "metrics"}) from None
 
 
 def _kv(items: list[Any], kind: str, cls: type[Param] | type[RunTag]) -> list[Any]:
@@ -188,7 +189,7 @@ def _kv(items: list[Any], kind: str, cls: type[Param] | type[RunTag]) -> list[An
 def log_batch(svc: LocalTrackingService, p: Params) -> Params:
     svc.log_batch(
         _run_id(p),
-        [_metric(m) for m in _list(p, "metrics")],
+        _metrics(_list(p, "metrics")),
         _kv(_list(p, "params"), "params", Param),
         _kv(_list(p, "tags"), "tags", RunTag),
     )
@@ -196,7 +197,7 @@ def log_batch(svc: LocalTrackingService, p: Params) -> Params:
 
 
 def log_metric(svc: LocalTrackingService, p: Params) -> Params:
-    svc.log_batch(_run_id(p), [_metric({**p, "key": _need(p, "key")})])
+    svc.log_batch(_run_id(p), _metrics([{**p, "key": _need(p, "key")}]))
     return {}
 
 

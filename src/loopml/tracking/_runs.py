@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import random
 import uuid
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from loopml.tracking._experiments import now_ms, parse_experiment_id
 from loopml.tracking.records import (
     DatasetInput,
     Metric,
+    MetricTuple,
     ModelOutput,
     Param,
     Run,
@@ -47,7 +49,6 @@ from loopml.tracking.search import (
 )
 from loopml.tracking.validation import (
     MAX_RUN_NAME_LENGTH,
-    MetricRow,
     check_batch,
     check_key,
     check_name,
@@ -68,6 +69,7 @@ _UPSERT_LATEST = (
     "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
     "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
 )
+_LATEST_ORDER = operator.itemgetter(1, 2, 3, 4)
 _INSERT_RUN = (
     "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, lifecycle_stage, "
     "artifact_uri) VALUES (?, ?, ?, ?, ?, ?, 'active', ?)"
@@ -237,7 +239,7 @@ class RunsMixin:
     def log_batch(
         self,
         run_id: str,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[MetricTuple] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None:
@@ -273,14 +275,11 @@ class RunsMixin:
                 [(run_id, k, v) for k, v in wanted.items()],
             )
 
-    def _insert_metrics(self, conn: Connection, run_key: int, items: list[Metric]) -> None:
+    def _insert_metrics(self, conn: Connection, run_key: int, items: list[MetricTuple]) -> None:
         rows = metric_rows(run_key, items)  # raises before anything is written
         conn.exec_driver_sql(self.db.sql(_INSERT_METRICS), rows)
-        latest: dict[str, MetricRow] = {}
-        for row in rows:
-            best = latest.get(row[1])
-            if best is None or row[2:5] > best[2:5]:
-                latest[row[1]] = row
+        # the greatest (step, timestamp, value) per key: sorted ascending, the last one wins
+        latest = {row[1]: row for row in sorted(rows, key=_LATEST_ORDER)}
         conn.exec_driver_sql(self.db.sql(_UPSERT_LATEST), list(latest.values()))
 
     def delete_tag(self, run_id: str, key: str) -> None:

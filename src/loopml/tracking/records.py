@@ -37,6 +37,10 @@ class Metric(NamedTuple):
     step: int = 0
 
 
+# What ingest accepts: any (key, value, timestamp, step) tuple; Metric is one.
+MetricTuple = tuple[str, float, int, int]
+
+
 class Param(NamedTuple):
     key: str
     value: str

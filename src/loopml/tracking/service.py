@@ -17,6 +17,7 @@ from loopml.tracking.records import (
     Experiment,
     ExperimentPage,
     Metric,
+    MetricTuple,
     Param,
     Run,
     RunInfo,
@@ -107,7 +108,7 @@ class TrackingService(abc.ABC):
     def log_batch(
         self,
         run_id: str,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[MetricTuple] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
     ) -> None: ...

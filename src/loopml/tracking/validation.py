@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 
 from loopml.errors import InvalidInput
-from loopml.tracking.records import Metric, Param, RunTag
+from loopml.tracking.records import MetricTuple, Param, RunTag
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -77,7 +77,7 @@ def _metric_value(key: str, value: object) -> float:
 MetricRow = tuple[int, str, int, int, float, bool]
 
 
-def metric_rows(run_key: int, metrics: Sequence[Metric]) -> list[MetricRow]:
+def metric_rows(run_key: int, metrics: Sequence[MetricTuple]) -> list[MetricRow]:
     """Validate metrics and build their table rows in one pass (the ingest hot path).
 
     NaN is stored as 0.0 with ``is_nan`` set, since SQLite has no NaN.
@@ -124,8 +124,8 @@ def check_tag(t: RunTag) -> RunTag:
 
 
 def check_batch(
-    metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]
-) -> tuple[list[Metric], list[Param], list[RunTag]]:
+    metrics: Sequence[MetricTuple], params: Sequence[Param], tags: Sequence[RunTag]
+) -> tuple[list[MetricTuple], list[Param], list[RunTag]]:
     """Validate a batch's sizes, params and tags; raise on the first bad entry.
 
     Metrics are checked by :func:`metric_rows`, which builds their rows at the same time.
