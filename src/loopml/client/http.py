@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from loopml.errors import LoopmlError, NotFound, Unavailable, error_from_dict
+from loopml.errors import LoopmlError, Unavailable, error_from_dict
 from loopml.store.artifacts import FileInfo
 from loopml.store.paths import safe_relpath
 from loopml.tracking import codec
@@ -246,20 +246,6 @@ class HttpTrackingService(TrackingService):
         if response.status_code >= 400:
             raise _error(response)
         return iter([response.content])
-
-    def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None = None) -> None:
-        local_path = Path(local_path)
-        base = (artifact_path or "").strip("/")
-        if local_path.is_dir():
-            files = sorted(p for p in local_path.rglob("*") if p.is_file())
-            targets = [(f, f.relative_to(local_path).as_posix()) for f in files]
-        elif local_path.is_file():
-            targets = [(local_path, local_path.name)]
-        else:
-            raise NotFound(f"local path {str(local_path)!r} does not exist", details={"field": "path"})
-        for file, rel in targets:
-            with open(file, "rb") as fh:
-                self.put_artifact(run_id, f"{base}/{rel}" if base else rel, fh)
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         params = {"path": safe_relpath(path, allow_root=True)} if path else {}

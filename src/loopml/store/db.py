@@ -20,8 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, pool, text
 from sqlalchemy.engine import make_url
 
-from loopml.errors import InvalidInput
-
 # The newest migration; a test asserts it matches Alembic's head.
 SCHEMA_HEAD = "0001"
 BUSY_TIMEOUT_MS = 30_000
@@ -117,16 +115,3 @@ def current_revision(db: Database) -> str | None:
             return None
         row = conn.execute(text("select version_num from alembic_version")).first()
     return None if row is None else str(row[0])
-
-
-def check_url(url: str) -> str:
-    """Validate a database URL early, with a message that says how to fix it."""
-    try:
-        backend = make_url(url).get_backend_name()
-    except Exception:
-        raise InvalidInput(
-            f"database URL {url!r} is not a URL; use sqlite:///path or postgresql://user@host/db"
-        ) from None
-    if backend not in ("sqlite", "postgresql"):
-        raise InvalidInput(f"database {backend!r} is not supported; use sqlite or postgresql")
-    return url

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from loopml.errors import InvalidInput, NotFound
 from loopml.store.artifacts import ArtifactRepository, FileInfo
 from loopml.store.paths import join, safe_relpath
-from loopml.tracking.records import Run
 
 ARTIFACT_SCHEME = "mlflow-artifacts:/"
 
@@ -28,22 +27,15 @@ def artifact_prefix(artifact_uri: str) -> str:
 class ArtifactsMixin:
     artifacts: ArtifactRepository
 
-    get_run: Callable[[str], Run]  # provided by RunsMixin
-
     def _run_prefix(self, run_id: str) -> str:
-        return artifact_prefix(self.get_run(run_id).info.artifact_uri)
-
-    def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None = None) -> None:
-        local_path = Path(local_path)
-        base = join(self._run_prefix(run_id), safe_relpath(artifact_path or "", allow_root=True))
-        if local_path.is_dir():
-            for file in sorted(p for p in local_path.rglob("*") if p.is_file()):
-                rel = safe_relpath(file.relative_to(local_path).as_posix())
-                self.artifacts.put_file(join(base, rel), file)
-        elif local_path.is_file():
-            self.artifacts.put_file(join(base, safe_relpath(local_path.name)), local_path)
-        else:
-            raise NotFound(f"local path {str(local_path)!r} does not exist", details={"field": "path"})
+        db = self.artifacts.db
+        with db.read() as conn:
+            uri = conn.exec_driver_sql(
+                db.sql("SELECT artifact_uri FROM runs WHERE run_uuid = ?"), (run_id,)
+            ).scalar()
+        if uri is None:
+            raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
+        return artifact_prefix(str(uri))
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         prefix = self._run_prefix(run_id)

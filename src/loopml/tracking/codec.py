@@ -19,7 +19,6 @@ from loopml.tracking.records import (
     Comparison,
     DatasetInput,
     Experiment,
-    LoggedModel,
     Metric,
     ModelOutput,
     Run,
@@ -100,7 +99,3 @@ def comparison_from_dict(d: JSON) -> Comparison:
     d = dict(d)
     d["metrics"] = [{k: float_from_json(v) for k, v in row.items()} for row in d["metrics"]]
     return Comparison(**d)
-
-
-def logged_model_to_dict(m: LoggedModel) -> JSON:
-    return asdict(m)

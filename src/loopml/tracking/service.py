@@ -10,7 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from loopml.errors import NotFound
 from loopml.store.artifacts import FileInfo
+from loopml.store.paths import join, safe_relpath
 from loopml.tracking.records import (
     Comparison,
     DatasetInput,
@@ -134,9 +136,20 @@ class TrackingService(abc.ABC):
     ) -> RunPage: ...
 
     # artifacts
-    @abc.abstractmethod
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None = None) -> None:
         """Upload a file, or every file under a directory, below ``artifact_path``."""
+        local_path = Path(local_path)
+        if local_path.is_dir():
+            files = sorted(p for p in local_path.rglob("*") if p.is_file())
+            targets = [(f, f.relative_to(local_path).as_posix()) for f in files]
+        elif local_path.is_file():
+            targets = [(local_path, local_path.name)]
+        else:
+            raise NotFound(f"local path {str(local_path)!r} does not exist", details={"field": "path"})
+        base = safe_relpath(artifact_path or "", field="artifact_path", allow_root=True)
+        for file, rel in targets:
+            with open(file, "rb") as fh:
+                self.put_artifact(run_id, join(base, rel), fh)
 
     @abc.abstractmethod
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]: ...

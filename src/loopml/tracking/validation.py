@@ -5,7 +5,6 @@ The limits are at least MLflow's, so code that works there works here.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
@@ -163,10 +162,6 @@ def check_name(name: object, kind: str, limit: int) -> str:
     if len(name) > limit:
         raise InvalidInput(f"{kind} name is {len(name)} characters; the limit is {limit}", details=_f("name"))
     return name
-
-
-def is_nan(value: float) -> bool:
-    return math.isnan(value)
 
 
 def _f(field: str) -> dict[str, str]:
