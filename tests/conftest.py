@@ -55,7 +55,4 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tracking
     else:
         svc = HttpTrackingService(request.getfixturevalue("server_url"), retries=2)
     yield svc
-    if isinstance(svc, HttpTrackingService):
-        svc.close()
-    else:
-        svc.db.dispose()
+    svc.close()

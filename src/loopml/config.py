@@ -35,8 +35,14 @@ class Settings:
         return bool(self.tracking_uri) and str(self.tracking_uri).startswith(("http://", "https://"))
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, toml_path: Path | None = None) -> Settings:
-        """Read settings; ``env`` defaults to the process environment."""
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        toml_path: Path | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Read settings; ``env`` defaults to the process environment; ``overrides``
+        (field name -> value) win over both."""
         env = os.environ if env is None else env
         values: dict[str, str] = {}
         path = toml_path or Path(env.get("LOOPML_CONFIG", "loopml.toml"))
@@ -46,6 +52,7 @@ class Settings:
             key = _ENV_PREFIX + f.name.upper()
             if env.get(key):
                 values[f.name] = env[key]
+        values.update(overrides or {})
         return cls._from_values(values)
 
     @classmethod

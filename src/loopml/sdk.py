@@ -81,14 +81,8 @@ def reset() -> None:
 def set_tracking_uri(uri: str | None) -> None:
     """Point the SDK at a server (``http://…``), a database URL, or back to the environment."""
     global _settings_override, _experiment_id
-    _settings_override = None if uri is None else Settings.load(env={**_env(), "LOOPML_TRACKING_URI": uri})
+    _settings_override = None if uri is None else Settings.load(overrides={"tracking_uri": uri})
     _experiment_id = None
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def set_experiment(name: str | None = None, experiment_id: str | None = None) -> Experiment:

@@ -238,6 +238,9 @@ def test_artifacts_roundtrip_and_dedupe(service: TrackingService, tmp_path: Path
         f.digest for f in inner if not f.is_dir
     }
     assert len(digests) == 1  # identical content, one blob
+    everything = service.list_artifacts(run.run_id, "bundle", recursive=True)
+    assert [f.path for f in everything] == ["bundle/a.txt", "bundle/inner/b.txt"]
+    assert service.list_artifacts(run.run_id, "a.txt", recursive=True) == []
     out = service.download_artifacts(run.run_id, "bundle", tmp_path / "out")
     assert (out / "inner" / "b.txt").read_text() == "same bytes"
     one = service.download_artifacts(run.run_id, "notes/readme.md", tmp_path / "one")

@@ -46,9 +46,9 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
 
 
-def backoff_delay(attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+    return (rng or random).uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
 class HttpTrackingService(TrackingService):
@@ -247,15 +247,16 @@ class HttpTrackingService(TrackingService):
             raise _error(response)
         return iter([response.content])
 
-    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
-        params = {"path": safe_relpath(path, allow_root=True)} if path else {}
+    def list_artifacts(self, run_id: str, path: str | None = None, recursive: bool = False) -> list[FileInfo]:
+        params: dict[str, str] = {"recursive": "true"} if recursive else {}
+        if path:
+            params["path"] = safe_relpath(path, allow_root=True)
         found = self._call("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
         return [codec.file_info_from_dict(f) for f in found["files"]]
 
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path:
         dest = Path(dest)
-        params = {"path": safe_relpath(path, allow_root=True), "recursive": "true"}
-        files = self._call("GET", f"/runs/{_q(run_id)}/artifacts", params=params)["files"]
+        files = self.list_artifacts(run_id, path, recursive=True)
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if not files:  # a single file
             target = dest / name
@@ -265,9 +266,9 @@ class HttpTrackingService(TrackingService):
         root = dest / name if path else dest
         start = len(path.rstrip("/")) + 1 if path else 0
         for f in files:
-            target = root / f["path"][start:]
+            target = root / f.path[start:]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(b"".join(self.iter_artifact(run_id, f["path"])))
+            target.write_bytes(b"".join(self.iter_artifact(run_id, f.path)))
         return root
 
 

@@ -274,20 +274,8 @@ async def log_inputs(run_id: str, body: Inputs, request: Request) -> dict[str, A
 async def list_artifacts(
     run_id: str, request: Request, path: str = "", recursive: bool = Query(False)
 ) -> dict[str, Any]:
-    svc = _svc(request)
-    if recursive:
-        files = await run_in_threadpool(_walk, svc, run_id, path)
-    else:
-        files = await run_in_threadpool(svc.list_artifacts, run_id, path)
+    files = await run_in_threadpool(_svc(request).list_artifacts, run_id, path, recursive)
     return {"files": [codec.file_info_to_dict(f) for f in files]}
-
-
-def _walk(svc: TrackingService, run_id: str, path: str) -> list[Any]:
-    out, stack = [], [path]
-    while stack:
-        for f in svc.list_artifacts(run_id, stack.pop()):
-            (stack.append(f.path) if f.is_dir else out.append(f))
-    return out
 
 
 @router.put("/runs/{run_id}/artifacts/{path:path}")

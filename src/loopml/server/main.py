@@ -7,6 +7,7 @@ import os
 import uvicorn
 
 from loopml.config import Settings
+from loopml.store.db import Database
 
 
 def serve(host: str, port: int, workers: int, settings: Settings | None = None) -> None:
@@ -15,8 +16,6 @@ def serve(host: str, port: int, workers: int, settings: Settings | None = None) 
     # Workers are separate processes: one BLAS thread each keeps 2-core machines responsive.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from loopml.store.db import Database
-
     Database(settings.database_url).dispose()
     uvicorn.run(
         "loopml.server.app:create_app_from_env",

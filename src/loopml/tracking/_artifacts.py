@@ -37,10 +37,11 @@ class ArtifactsMixin:
             raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
         return artifact_prefix(str(uri))
 
-    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
+    def list_artifacts(self, run_id: str, path: str | None = None, recursive: bool = False) -> list[FileInfo]:
         prefix = self._run_prefix(run_id)
         start = len(prefix) + 1
-        found = self.artifacts.list(join(prefix, safe_relpath(path or "", allow_root=True)))
+        full = join(prefix, safe_relpath(path or "", allow_root=True))
+        found = self.artifacts.walk(full) if recursive else self.artifacts.list(full)
         return [FileInfo(f.path[start:], f.is_dir, f.file_size, f.digest) for f in found]
 
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path:

@@ -152,7 +152,8 @@ class TrackingService(abc.ABC):
                 self.put_artifact(run_id, join(base, rel), fh)
 
     @abc.abstractmethod
-    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]: ...
+    def list_artifacts(self, run_id: str, path: str | None = None, recursive: bool = False) -> list[FileInfo]:
+        """The entries directly under ``path``, or with ``recursive`` every file below it."""
 
     @abc.abstractmethod
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path: ...
