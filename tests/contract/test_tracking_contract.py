@@ -121,6 +121,15 @@ def test_log_batch_is_idempotent(service: TrackingService) -> None:
     assert service.get_run(run.run_id).metrics["m"].value == 49.0
 
 
+def test_a_point_sent_in_two_different_batches_is_kept_once(service: TrackingService) -> None:
+    run = service.create_run(service.create_experiment(_name()))
+    service.log_batch(run.run_id, [Metric("m", 0.5, 10, 1), Metric("m", math.nan, 11, 2)])
+    service.log_batch(run.run_id, [Metric("m", math.nan, 11, 2), Metric("m", 0.25, 12, 3)])
+    history = service.get_metric_history(run.run_id, "m")
+    assert [(m.step, m.timestamp) for m in history] == [(1, 10), (2, 11), (3, 12)]
+    assert math.isnan(history[1].value) and service.get_run(run.run_id).metrics["m"].value == 0.25
+
+
 def test_deleted_runs_are_hidden_and_refuse_logging(service: TrackingService) -> None:
     exp_id = service.create_experiment(_name())
     run = service.create_run(exp_id)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -81,18 +82,17 @@ tags = Table(
     PrimaryKeyConstraint("run_uuid", "key"),
 )
 
-# Every logged point; the primary key makes re-sending a batch a no-op.
-metrics = Table(
-    "metrics",
+# Every logged point, packed per (run, key, batch): see loopml.tracking.metric_chunks.
+# The digest of the packed data is in the key, so re-sending a batch is a no-op.
+metric_chunks = Table(
+    "metric_chunks",
     metadata,
     Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
     Column("key", String(250), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp", BigInteger, nullable=False),
-    Column("value", Float(precision=53), nullable=False),
-    Column("is_nan", Boolean, nullable=False),
-    PrimaryKeyConstraint("run_id", "key", "step", "timestamp", "value", "is_nan"),
-    sqlite_with_rowid=False,  # rows live in the primary-key B-tree: one tree to write, not two
+    Column("digest", LargeBinary(16), nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("run_id", "key", "digest"),
 )
 
 # The point with the greatest (step, timestamp, value) per key: what search filters and sorts on.

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-import operator
 import random
 import uuid
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from loopml.store.schema import (
     runs,
     tags,
 )
+from loopml.tracking import metric_chunks
 from loopml.tracking._experiments import now_ms, parse_experiment_id
 from loopml.tracking.records import (
     DatasetInput,
@@ -52,14 +52,13 @@ from loopml.tracking.validation import (
     check_batch,
     check_key,
     check_name,
-    metric_rows,
 )
 
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
-_INSERT_METRICS = (
-    "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_INSERT_CHUNKS = (
+    "INSERT INTO metric_chunks (run_id, key, digest, points, data) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 # Keep the point with the greatest (step, timestamp, value), as MLflow does.
 _UPSERT_LATEST = (
@@ -69,7 +68,6 @@ _UPSERT_LATEST = (
     "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
     "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
 )
-_LATEST_ORDER = operator.itemgetter(1, 2, 3, 4)
 _INSERT_RUN = (
     "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, lifecycle_stage, "
     "artifact_uri) VALUES (?, ?, ?, ?, ?, ?, 'active', ?)"
@@ -276,11 +274,9 @@ class RunsMixin:
             )
 
     def _insert_metrics(self, conn: Connection, run_key: int, items: list[MetricTuple]) -> None:
-        rows = metric_rows(run_key, items)  # raises before anything is written
-        conn.exec_driver_sql(self.db.sql(_INSERT_METRICS), rows)
-        # the greatest (step, timestamp, value) per key: sorted ascending, the last one wins
-        latest = {row[1]: row for row in sorted(rows, key=_LATEST_ORDER)}
-        conn.exec_driver_sql(self.db.sql(_UPSERT_LATEST), list(latest.values()))
+        chunks, latest = metric_chunks.build(items)  # raises before anything is written
+        conn.exec_driver_sql(self.db.sql(_INSERT_CHUNKS), [(run_key, *c) for c in chunks])
+        conn.exec_driver_sql(self.db.sql(_UPSERT_LATEST), [(run_key, *p) for p in latest])
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self.db.write() as conn:
@@ -292,14 +288,11 @@ class RunsMixin:
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         with self.db.read() as conn:
             run_key = self._require_run(conn, run_id)
-            rows = conn.exec_driver_sql(
-                self.db.sql(
-                    "SELECT value, timestamp, step, is_nan FROM metrics WHERE run_id = ? "
-                    "AND key = ? ORDER BY step, timestamp, value"
-                ),
+            blobs = conn.exec_driver_sql(
+                self.db.sql("SELECT data FROM metric_chunks WHERE run_id = ? AND key = ?"),
                 (run_key.id, key),
-            ).all()
-        return [Metric(key, math.nan if r[3] else r[0], r[1], r[2]) for r in rows]
+            ).scalars()
+            return metric_chunks.history(key, blobs)
 
     def log_inputs(self, run_id: str, datasets_in: Sequence[DatasetInput]) -> None:
         for d in datasets_in:

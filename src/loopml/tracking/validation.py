@@ -62,7 +62,7 @@ def check_int(value: object, field: str) -> int:
     return value
 
 
-def _metric_value(key: str, value: object) -> float:
+def metric_value(key: str, value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -71,32 +71,6 @@ def _metric_value(key: str, value: object) -> float:
         except ValueError:
             pass
     raise InvalidInput(f"metric {key!r} value must be a number, got {value!r}", details=_f("metrics.value"))
-
-
-MetricRow = tuple[int, str, int, int, float, bool]
-
-
-def metric_rows(run_key: int, metrics: Sequence[MetricTuple]) -> list[MetricRow]:
-    """Validate metrics and build their table rows in one pass (the ingest hot path).
-
-    NaN is stored as 0.0 with ``is_nan`` set, since SQLite has no NaN.
-    """
-    rows: list[MetricRow] = []
-    append = rows.append
-    for key, value, timestamp, step in metrics:
-        if (key, "metric") not in _valid_keys:
-            check_key(key, "metric")
-        if type(value) is not float:
-            value = _metric_value(key, value)
-        if type(timestamp) is not int or not -_INT64 <= timestamp < _INT64:
-            timestamp = check_int(timestamp, "metric timestamp")
-        if type(step) is not int or not -_INT64 <= step < _INT64:
-            step = check_int(step, "metric step")
-        if value != value:  # NaN
-            append((run_key, key, step, timestamp, 0.0, True))
-        else:
-            append((run_key, key, step, timestamp, value, False))
-    return rows
 
 
 def check_param(p: Param) -> Param:
@@ -127,7 +101,7 @@ def check_batch(
 ) -> tuple[list[MetricTuple], list[Param], list[RunTag]]:
     """Validate a batch's sizes, params and tags; raise on the first bad entry.
 
-    Metrics are checked by :func:`metric_rows`, which builds their rows at the same time.
+    Metrics are checked by :func:`loopml.tracking.metric_chunks.build`, which packs them at the same time.
     """
     for name, items, limit in (
         ("metrics", metrics, MAX_METRICS_PER_BATCH),
