@@ -188,3 +188,7 @@ artifacts = Table(
     Column("size", BigInteger, nullable=False),
     Column("created", BigInteger, nullable=False),
 )
+
+# ---- data: dataset versions (loopml.data; migration 0003) ------------------------------------
+
+# ---- registry: registered models, versions, aliases, gates, approvals (migration 0004) -------
