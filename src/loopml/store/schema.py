@@ -192,3 +192,128 @@ artifacts = Table(
 # ---- data: dataset versions (loopml.data; migration 0003) ------------------------------------
 
 # ---- registry: registered models, versions, aliases, gates, approvals (migration 0004) -------
+
+# Models have an integer key so a rename is one UPDATE; version numbers are never reused, so the
+# highest one ever issued is kept on the model.
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("creation_timestamp", BigInteger, nullable=False),
+    Column("last_updated_timestamp", BigInteger, nullable=False),
+    Column("max_version", Integer, nullable=False),
+)
+
+registered_model_tags = Table(
+    "registered_model_tags",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("model_id", "key"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("creation_timestamp", BigInteger, nullable=False),
+    Column("last_updated_timestamp", BigInteger, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("current_stage", String(20), nullable=False),
+    Column("source", String(2000), nullable=False),
+    Column("storage_location", String(2000), nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("logged_model_id", String(64), nullable=True),
+    Column("digest", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    PrimaryKeyConstraint("model_id", "version"),
+    Index("ix_model_versions_run_id", "run_id"),
+)
+
+model_version_tags = Table(
+    "model_version_tags",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("model_id", "version", "key"),
+)
+
+registered_model_aliases = Table(
+    "registered_model_aliases",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("alias", String(256), nullable=False),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("model_id", "alias"),
+)
+
+model_gates = Table(
+    "model_gates",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_models.id"), primary_key=True, autoincrement=False),
+    Column("thresholds", Text, nullable=False),  # JSON list of threshold strings
+    Column("require_approval", Boolean, nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+model_evaluations = Table(
+    "model_evaluations",
+    metadata,
+    Column("evaluation_id", String(32), primary_key=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("dataset_name", String(500), nullable=False),
+    Column("dataset_version", Integer, nullable=False),
+    Column("dataset_digest", String(64), nullable=False),
+    Column("metrics", Text, nullable=False),  # JSON object metric -> value
+    Column("champion_version", Integer, nullable=True),
+    Column("champion_metrics", Text, nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Index("ix_model_evaluations_version", "model_id", "version", "created"),
+)
+
+promotion_requests = Table(
+    "promotion_requests",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("to_stage", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("requested_by", String(256), nullable=False),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("gate", Text, nullable=False),  # JSON GateResult at request time
+    Column("decided_by", String(256), nullable=True),
+    Column("decided_at", BigInteger, nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Index("ix_promotion_requests_model", "model_id", "status"),
+)
+
+# The audit trail of stage moves: who, when, why, from/to, the gate's verdict and the digest.
+model_transitions = Table(
+    "model_transitions",
+    metadata,
+    Column("transition_id", String(32), primary_key=True),
+    Column("model_id", Integer, ForeignKey("registered_models.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("from_stage", String(20), nullable=False),
+    Column("to_stage", String(20), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("gate", Text, nullable=True),
+    Column("request_id", String(32), nullable=True),
+    Column("approved_by", String(256), nullable=True),
+    Index("ix_model_transitions_version", "model_id", "version", "timestamp"),
+)
