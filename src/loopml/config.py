@@ -9,6 +9,7 @@ No other module reads ``os.environ``; they take a :class:`Settings`.
 
 from __future__ import annotations
 
+import getpass
 import os
 import tomllib
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ class Settings:
     token: str | None = None
     http_retries: int = 5
     http_timeout: float = 60.0
+    # Who mutations are recorded as (registry transitions, approvals): LOOPML_USER, else the login.
+    user: str = ""
 
     @property
     def is_remote(self) -> bool:
@@ -72,6 +75,7 @@ class Settings:
             token=values.get("token") or None,
             http_retries=_as_int(values, "http_retries", 5),
             http_timeout=float(values.get("http_timeout", 60.0)),
+            user=values.get("user") or _login_name(),
         )
 
 
@@ -83,6 +87,13 @@ def _as_int(values: Mapping[str, str], name: str, default: int) -> int:
         raise InvalidInput(
             f"setting {name} must be an integer, got {raw!r}; fix {_ENV_PREFIX}{name.upper()}"
         ) from None
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME, e.g. in some containers
+        return "unknown"
 
 
 def _read_toml(path: Path) -> dict[str, str]:
