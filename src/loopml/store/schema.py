@@ -191,6 +191,29 @@ artifacts = Table(
 
 # ---- data: dataset versions (loopml.data; migration 0003) ------------------------------------
 
+# One row per registered dataset version; the rows themselves are a Parquet blob (snapshot_digest)
+# in the content-addressed store.  (name, digest) is unique so re-registering the same rows is a no-op.
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("name", String(500), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("num_rows", BigInteger, nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("snapshot_digest", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+    UniqueConstraint("name", "digest", name="uq_dataset_versions_name_digest"),
+    Index("ix_dataset_versions_digest", "digest"),
+)
+
 # ---- registry: registered models, versions, aliases, gates, approvals (migration 0004) -------
 
 # Models have an integer key so a rename is one UPDATE; version numbers are never reused, so the
