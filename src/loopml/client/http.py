@@ -51,7 +51,13 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     return (rng or random).uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
-class HttpTrackingService(TrackingService):
+class ApiClient:
+    """The transport every HTTP service shares: ``/api/v1`` requests, retries, error mapping.
+
+    >>> class Ping(ApiClient):                      # doctest: +SKIP
+    ...     def ping(self) -> Any: return self._call("GET", "/ping")
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -60,8 +66,9 @@ class HttpTrackingService(TrackingService):
         retries: int = 5,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self._http = httpx.Client(
@@ -100,6 +107,10 @@ class HttpTrackingService(TrackingService):
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else {}
+
+
+class HttpTrackingService(ApiClient, TrackingService):
+    """:class:`TrackingService` over ``/api/v1``; see :class:`ApiClient` for the arguments."""
 
     # -- experiments ------------------------------------------------------------------------
     def create_experiment(
