@@ -1,0 +1,122 @@
+"""Turn what a user registers into one Arrow table, and say where it came from.
+
+Accepted: a pandas DataFrame, a polars DataFrame, a pyarrow Table or RecordBatch, or a
+path (``str``/``Path``) to a Parquet or CSV file or to a directory of them (read
+recursively in name order; hidden files and ``_``-prefixed markers such as ``_SUCCESS``
+are skipped).  Parts of a directory may differ in physical types (int32 in one part,
+int64 in another): they are unified as Arrow's permissive promotion does.
+
+>>> import pyarrow as pa
+>>> read_source(pa.table({"x": [1]})).description
+'pyarrow.Table'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from loopml.errors import InvalidInput, NotFound
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A table to register; ``parquet_file`` is set when it is exactly one Parquet file's rows."""
+
+    table: pa.Table
+    description: str
+    parquet_file: Path | None = None
+
+
+def read_source(source: Any) -> Source:
+    """Read ``source`` (see the module docstring) into a :class:`Source`."""
+    if isinstance(source, pa.Table):
+        return Source(source, "pyarrow.Table")
+    if isinstance(source, pa.RecordBatch):
+        return Source(pa.Table.from_batches([source]), "pyarrow.RecordBatch")
+    if isinstance(source, str | Path):
+        return _read_path(Path(source))
+    module = type(source).__module__.split(".")[0]
+    if module == "pandas" and type(source).__name__ == "DataFrame":
+        # A RangeIndex is kept as metadata only; any other index becomes a column, so no data is lost.
+        return Source(pa.Table.from_pandas(source), "pandas.DataFrame")
+    if module == "polars" and type(source).__name__ == "DataFrame":
+        return Source(_no_views(source.to_arrow()), "polars.DataFrame")
+    raise InvalidInput(
+        f"cannot register a {type(source).__module__}.{type(source).__name__}; pass a pandas or polars "
+        "DataFrame, a pyarrow Table, or the path of a Parquet/CSV file or directory",
+        details={"field": "source"},
+    )
+
+
+def _no_views(table: pa.Table) -> pa.Table:
+    """Cast string_view/binary_view columns (polars' in-memory types) to large types Parquet stores."""
+    fields = []
+    for f in table.schema:
+        if pa.types.is_string_view(f.type):
+            f = f.with_type(pa.large_string())
+        elif pa.types.is_binary_view(f.type):
+            f = f.with_type(pa.large_binary())
+        fields.append(f)
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _read_file(path: Path) -> pa.Table:
+    kind = _kind(path)
+    try:
+        if kind == "parquet":
+            return pq.read_table(path)
+        if kind == "csv":
+            return pacsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"cannot read {str(path)!r}: {exc}", details={"field": "source"}) from None
+    raise InvalidInput(
+        f"{str(path)!r} is neither Parquet ({', '.join(PARQUET_SUFFIXES)}) nor CSV "
+        f"({', '.join(CSV_SUFFIXES)}); rename it or load it into a DataFrame first",
+        details={"field": "source"},
+    )
+
+
+def _read_path(path: Path) -> Source:
+    if not path.exists():
+        raise NotFound(f"path {str(path)!r} does not exist", details={"field": "source"})
+    resolved = path.resolve()
+    if path.is_file():
+        table = _no_views(_read_file(path))
+        single = resolved if _kind(path) == "parquet" else None
+        return Source(table, f"file:{resolved}", single)
+    parts = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    if not parts:
+        raise InvalidInput(
+            f"directory {str(path)!r} holds no Parquet or CSV file", details={"field": "source"}
+        )
+    tables = [_no_views(_read_file(p)) for p in parts]
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidInput(
+            f"the files under {str(path)!r} do not share a schema: {exc}", details={"field": "source"}
+        ) from None
+    return Source(table, f"dir:{resolved} ({len(parts)} files)")
