@@ -17,7 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import experiments, runs
+from loopml.cli import data, experiments, runs
+from loopml.cli import models as models_cli
 from loopml.errors import LoopmlError
 
 
@@ -42,6 +43,8 @@ app = typer.Typer(
 )
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
+app.add_typer(data.app, name="data")
+app.add_typer(models_cli.app, name="models")
 
 
 def _version(value: bool) -> None:
