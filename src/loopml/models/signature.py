@@ -150,7 +150,9 @@ def _conform_columns(schema: Schema, data: Any) -> Any:
 def _conform_tensor(schema: Schema, data: Any) -> Any:
     import numpy as np
 
-    arr = data.to_numpy() if is_dataframe(data) else np.asarray(data)
+    # A DataFrame is passed on as it is: the model treats it exactly as the original did.
+    frame = is_dataframe(data)
+    arr = data if frame else np.asarray(data)
     expected = schema.shape[1:]
     if tuple(arr.shape[1:]) != tuple(expected) and not any(s == -1 for s in expected):
         raise InvalidInput(
@@ -158,9 +160,10 @@ def _conform_tensor(schema: Schema, data: Any) -> Any:
             "reshape it to match the signature",
             details={"field": "input", "expected_shape": list(schema.shape)},
         )
-    if _kind(schema.dtype) in _NUMERIC_KINDS and arr.dtype.kind not in _NUMERIC_KINDS:
+    kinds = {getattr(t, "kind", "O") for t in data.dtypes} if frame else {arr.dtype.kind}
+    if _kind(schema.dtype) in _NUMERIC_KINDS and not kinds <= _NUMERIC_KINDS:
         raise InvalidInput(
-            f"input is {arr.dtype} but the model expects numbers ({schema.dtype}); convert it first",
+            f"input is not numeric but the model expects numbers ({schema.dtype}); convert it first",
             details={"field": "input"},
         )
     return arr
