@@ -71,7 +71,9 @@ def test_sklearn_objects_outside_the_allow_list_need_trust(run: sdk.ActiveRun, n
     assert info.flavor == "sklearn"
     with pytest.raises(PermissionDenied):
         loopml.models.load(info.model_uri)
-    np.testing.assert_array_equal(loopml.models.load(info.model_uri, trust_pickle=True).predict(x), pipe.predict(x))
+    np.testing.assert_array_equal(
+        loopml.models.load(info.model_uri, trust_pickle=True).predict(x), pipe.predict(x)
+    )
 
 
 def _fitted(numeric: Any) -> Any:
@@ -89,7 +91,7 @@ def test_a_replaced_model_file_is_refused(run: sdk.ActiveRun, numeric: Any) -> N
     svc = sdk.service()
     forged = b"".join(svc.iter_artifact(other, "other/model.skops"))
     svc.put_artifact(run.run_id, "model/model.skops", io.BytesIO(forged))
-    with pytest.raises(IntegrityError, match="'model.skops'") as caught:
+    with pytest.raises(IntegrityError, match=r"'model\.skops'") as caught:
         loopml.models.load(info.model_uri)
     assert caught.value.details["file"] == "model.skops"
 
@@ -99,7 +101,7 @@ def test_an_altered_cached_copy_is_refused(run: sdk.ActiveRun, numeric: Any, hom
     loopml.models.load(info.model_uri)
     cached = home / "cache" / "models" / info.manifest_digest / "model.skops"
     cached.write_bytes(cached.read_bytes() + b"\0")
-    with pytest.raises(IntegrityError, match="model.skops"):
+    with pytest.raises(IntegrityError, match=r"model\.skops"):
         loopml.models.load(info.model_uri)
 
 
@@ -139,7 +141,9 @@ def _save_external(folder: Path, location: str) -> Path:
     return folder / "m.onnx"
 
 
-@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin", "C:\\secret.bin"])
+@pytest.mark.parametrize(
+    "location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin", "C:\\secret.bin"]
+)
 def test_onnx_external_data_outside_the_directory_is_refused(
     run: sdk.ActiveRun, tmp_path: Path, location: str
 ) -> None:
@@ -153,7 +157,7 @@ def test_onnx_external_data_through_a_symlink_out_is_refused(run: sdk.ActiveRun,
     (tmp_path / "secret.bin").write_bytes(b"\0" * 32)
     path = _save_external(tmp_path / "model", "weights.bin")
     (tmp_path / "model" / "weights.bin").symlink_to(tmp_path / "secret.bin")
-    with pytest.raises(PermissionDenied, match="'weights.bin'"):
+    with pytest.raises(PermissionDenied, match=r"'weights\.bin'"):
         loopml.models.log_model(path)
 
 

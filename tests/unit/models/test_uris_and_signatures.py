@@ -87,7 +87,7 @@ def test_input_is_checked_against_the_signature(run: sdk.ActiveRun, churn: Any) 
         loaded.predict(frame.drop(columns=["plan"]))
     with pytest.raises(InvalidInput, match=r"unexpected column\(s\) \['extra'\]"):
         loaded.predict(frame.assign(extra=1))
-    with pytest.raises(InvalidInput, match="'charges'.*expects numbers"):
+    with pytest.raises(InvalidInput, match=r"'charges'.*expects numbers"):
         loaded.predict(frame.assign(charges="high"))
     # Reordered columns and a plain array of the right width predict the same as the frame.
     expected = pipe.predict(frame)
