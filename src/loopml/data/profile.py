@@ -271,7 +271,7 @@ def _merge_numeric(a: ColumnProfile, b: ColumnProfile, base: ColumnProfile) -> C
     else:
         new_edges = _edges(lo, hi)
         counts = rebin(a.edges, a.hist, new_edges) + rebin(b.edges, b.hist, new_edges)
-        edges, hist = [float(e) for e in new_edges], [round(c) for c in counts]
+        edges, hist = [float(e) for e in new_edges], _round_keeping_total(counts, a.count + b.count)
     # Quantiles of a union cannot be computed from the parts' quantiles: read them off the histogram.
     quantiles = _hist_quantiles(edges, hist, lo, hi)
     return replace(
@@ -285,6 +285,15 @@ def rebin(edges: list[float], counts: list[int], new_edges: NDArray[np.float64])
     cum = np.concatenate([[0.0], np.cumsum(np.asarray(counts, dtype=np.float64))])
     at_new = np.interp(new_edges, old, cum, left=0.0, right=float(cum[-1]))
     return np.diff(at_new)
+
+
+def _round_keeping_total(counts: NDArray[np.float64], total: int) -> list[int]:
+    """Whole counts summing to ``total``: floors, plus one for the largest remainders."""
+    floors = np.floor(counts).astype(np.int64)
+    short = total - int(floors.sum())
+    if short > 0:
+        floors[np.argsort(floors - counts, kind="stable")[:short]] += 1
+    return [int(c) for c in floors]
 
 
 def _hist_quantiles(edges: list[float], hist: list[int], lo: float, hi: float) -> dict[str, float]:

@@ -1,10 +1,11 @@
 """Turn what a user registers into one Arrow table, and say where it came from.
 
-Accepted: a pandas DataFrame, a polars DataFrame, a pyarrow Table or RecordBatch, or a
-path (``str``/``Path``) to a Parquet or CSV file or to a directory of them (read
-recursively in name order; hidden files and ``_``-prefixed markers such as ``_SUCCESS``
-are skipped).  Parts of a directory may differ in physical types (int32 in one part,
-int64 in another): they are unified as Arrow's permissive promotion does.
+Accepted: a pandas DataFrame (its index is kept as a column only when it is named), a
+polars DataFrame, a pyarrow Table or RecordBatch, or a path (``str``/``Path``) to a Parquet
+or CSV file or to a directory of them (read recursively in name order; hidden files and
+``_``-prefixed markers such as ``_SUCCESS`` are skipped).  Parts of a directory may differ
+in physical types (int32 in one part, int64 in another): they are unified as Arrow's
+permissive promotion does.
 
 >>> import pyarrow as pa
 >>> read_source(pa.table({"x": [1]})).description
@@ -46,8 +47,10 @@ def read_source(source: Any) -> Source:
         return _read_path(Path(source))
     module = type(source).__module__.split(".")[0]
     if module == "pandas" and type(source).__name__ == "DataFrame":
-        # A RangeIndex is kept as metadata only; any other index becomes a column, so no data is lost.
-        return Source(pa.Table.from_pandas(source), "pandas.DataFrame")
+        # A named index is data (it becomes a column); an unnamed one is row numbering left over from
+        # filtering or shuffling, and keeping it would make the same rows hash differently.
+        named = any(n is not None for n in source.index.names)
+        return Source(pa.Table.from_pandas(source, preserve_index=named), "pandas.DataFrame")
     if module == "polars" and type(source).__name__ == "DataFrame":
         return Source(_no_views(source.to_arrow()), "polars.DataFrame")
     raise InvalidInput(
