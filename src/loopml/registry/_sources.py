@@ -81,9 +81,26 @@ def _from_runs_uri(tracking: LocalTrackingService, source: str) -> ResolvedSourc
     except NotFound:
         raise _refused(source, f"run {run_id!r} does not exist") from None
     prefix = join(artifact_prefix(run.info.artifact_uri), run_path)
+    if run_path and not tracking.artifacts.walk(prefix) and tracking.artifacts.lookup(prefix) is None:
+        # MLflow 3 logs a model under its own logged-model root and names it by the run and
+        # the artifact path, which is how its runs:/ URIs resolve: do the same.
+        logged = _logged_model_of_run(tracking, run.info.experiment_id, run_id, run_path)
+        if logged is not None:
+            found = _from_logged_model(tracking, f"models:/{logged}")
+            return ResolvedSource(run_id, found.model_id, found.storage_location, found.digest, None)
     digest = _tree_digest(tracking.artifacts, prefix, source)
     location = run.info.artifact_uri + (f"/{run_path}" if run_path else "")
     return ResolvedSource(run_id, None, location, digest, run_path)
+
+
+def _logged_model_of_run(
+    tracking: LocalTrackingService, experiment_id: str, run_id: str, name: str
+) -> str | None:
+    quoted = name.replace("'", "''")
+    found, _ = tracking.search_logged_models(
+        [experiment_id], max_results=1, filter_string=f"source_run_id = '{run_id}' AND name = '{quoted}'"
+    )
+    return found[0].model_id if found else None
 
 
 def _from_logged_model(tracking: LocalTrackingService, source: str) -> ResolvedSource:
