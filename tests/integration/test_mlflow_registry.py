@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -28,6 +29,13 @@ X = np.random.default_rng(0).random((60, 3))
 Y = (X[:, 0] > 0.5).astype(int)
 
 
+@dataclass(frozen=True)
+class Logged:
+    run_id: str
+    uri: str  # models:/m-<id>, what mlflow 3 logs a model as
+    model: LogisticRegression
+
+
 @pytest.fixture
 def client(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_url)
@@ -40,30 +48,37 @@ def client(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowC
         mlflow.end_run()
 
 
+@pytest.fixture(scope="module")
+def logged(server_url: str) -> list[Logged]:
+    """Two sklearn models logged by mlflow once for the module (logging is the slow part)."""
+    mlflow.set_tracking_uri(server_url)
+    mlflow.set_experiment(f"registry-models-{uuid.uuid4().hex[:8]}")
+    out = []
+    for c in (1.0, 0.01):
+        model = LogisticRegression(C=c).fit(X, Y)
+        with mlflow.start_run() as run:
+            # explicit requirements: mlflow's inference of them takes tens of seconds
+            info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        out.append(Logged(run.info.run_id, info.model_uri, model))
+    return out
+
+
 def _name(prefix: str = "churn") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _log_model(c: float = 1.0) -> tuple[str, LogisticRegression]:
-    model = LogisticRegression(C=c).fit(X, Y)
-    with mlflow.start_run() as run:
-        mlflow.sklearn.log_model(model, name="model")
-    return run.info.run_id, model
 
 
 def _code(err: pytest.ExceptionInfo[MlflowException]) -> str:
     return str(err.value.error_code)
 
 
-def test_register_versions_aliases_and_load(client: MlflowClient) -> None:
+def test_register_versions_aliases_and_load(client: MlflowClient, logged: list[Logged]) -> None:
     name = _name()
-    run1, model1 = _log_model(1.0)
-    run2, model2 = _log_model(0.01)
+    (run1, _, model1), (run2, _, model2) = [(m.run_id, m.uri, m.model) for m in logged]
     v1 = mlflow.register_model(f"runs:/{run1}/model", name)
     v2 = mlflow.register_model(f"runs:/{run2}/model", name)
     assert (v1.version, v2.version) == ("1", "2")
     assert v1.run_id == run1 and v1.status == "READY" and v1.current_stage == "None"
-    assert v1.source.startswith("models:/m-")
+    assert v1.source == logged[0].uri
 
     client.set_registered_model_alias(name, "champion", "1")
     client.set_registered_model_alias(name, "challenger", "2")
@@ -89,11 +104,11 @@ def test_register_versions_aliases_and_load(client: MlflowClient) -> None:
     assert _code(missing) == "RESOURCE_DOES_NOT_EXIST" and "champion" in str(missing.value)
 
 
-def test_tags_descriptions_rename_and_delete(client: MlflowClient) -> None:
+def test_tags_descriptions_rename_and_delete(client: MlflowClient, logged: list[Logged]) -> None:
     name = _name()
     client.create_registered_model(name, tags={"team": "growth"}, description="weekly churn")
-    run_id, _ = _log_model()
-    mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={"k": "v"})
+    run_id = logged[0].run_id
+    mv = client.create_model_version(name, logged[0].uri, run_id=run_id, tags={"k": "v"})
     assert mv.version == "1" and mv.tags == {"k": "v"}
 
     client.set_registered_model_tag(name, "owner", "ana")
@@ -109,7 +124,8 @@ def test_tags_descriptions_rename_and_delete(client: MlflowClient) -> None:
     assert got.tags == {"validated": "yes"} and got.description == "first"
 
     new_name = _name("renamed")
-    assert client.rename_registered_model(name, new_name).name == new_name
+    client.rename_registered_model(name, new_name)
+    assert client.get_registered_model(new_name).description == "churn, weekly"
     assert client.get_model_version(new_name, "1").run_id == run_id
     with pytest.raises(MlflowException) as gone:
         client.get_registered_model(name)
@@ -145,7 +161,7 @@ def test_errors_in_mlflow_shape(client: MlflowClient) -> None:
     assert _code(local_path) == "INVALID_PARAMETER_VALUE"
 
 
-def test_search_with_filters_and_paging(client: MlflowClient) -> None:
+def test_search_with_filters_and_paging(client: MlflowClient, logged: list[Logged]) -> None:
     prefix = f"search-{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{i}" for i in range(5)]
     for i, n in enumerate(names):
@@ -160,20 +176,20 @@ def test_search_with_filters_and_paging(client: MlflowClient) -> None:
     assert sorted(m.name for m in even) == [names[0], names[2], names[4]]
     assert [m.name for m in client.search_registered_models(f"name = '{names[3]}'")] == [names[3]]
 
-    run_id, _ = _log_model()
+    run_id = logged[1].run_id
     for _ in range(3):
-        client.create_model_version(names[0], f"runs:/{run_id}/model", run_id=run_id)
+        client.create_model_version(names[0], logged[1].uri, run_id=run_id)
     found = client.search_model_versions(f"name = '{names[0]}'", max_results=2)
     assert [v.version for v in found] == ["3", "2"] and found.token
     tail = client.search_model_versions(f"name = '{names[0]}'", max_results=2, page_token=found.token)
     assert [v.version for v in tail] == ["1"]
-    by_run = client.search_model_versions(f"run_id = '{run_id}'")
+    by_run = client.search_model_versions(f"run_id = '{run_id}' AND name = '{names[0]}'")
     assert sorted(v.version for v in by_run) == ["1", "2", "3"]
 
 
-def test_stages_latest_versions_and_archive(client: MlflowClient) -> None:
+def test_stages_latest_versions_and_archive(client: MlflowClient, logged: list[Logged]) -> None:
     name = _name()
-    run_id, model = _log_model()
+    run_id, model = logged[0].run_id, logged[0].model
     for _ in range(3):
         mlflow.register_model(f"runs:/{run_id}/model", name)
     client.transition_model_version_stage(name, "1", "Production")
@@ -196,17 +212,22 @@ def test_stages_latest_versions_and_archive(client: MlflowClient) -> None:
     assert _code(bad_stage) == "INVALID_PARAMETER_VALUE"
 
 
-def test_transition_to_production_goes_through_the_gate(client: MlflowClient, server_url: str) -> None:
+def test_transition_to_production_goes_through_the_gate(
+    client: MlflowClient, server_url: str, logged: list[Logged]
+) -> None:
     name = _name()
-    run_id, _ = _log_model()
-    mlflow.register_model(f"runs:/{run_id}/model", name)
+    mlflow.register_model(logged[0].uri, name)
     registry = HttpRegistryService(server_url, retries=0)
     try:
         registry.set_gate(name, ["accuracy >= 0.9"])
         with pytest.raises(MlflowException) as failed:
             client.transition_model_version_stage(name, "1", "Production")
-        assert _code(failed) == "INVALID_STATE"
-        assert "accuracy >= 0.9" in str(failed.value) and "loopml models evaluate" in str(failed.value)
+        assert _code(failed) == "INVALID_STATE" and "loopml models evaluate" in str(failed.value)
+
+        registry.record_evaluation(name, 1, "holdout", 1, "0" * 64, {"accuracy": 0.85})
+        with pytest.raises(MlflowException) as below:
+            client.transition_model_version_stage(name, "1", "Production")
+        assert _code(below) == "INVALID_STATE" and "accuracy >= 0.9: value 0.85" in str(below.value)
         assert client.get_model_version(name, "1").current_stage == "None"
 
         registry.record_evaluation(name, 1, "holdout", 1, "0" * 64, {"accuracy": 0.95})
@@ -218,16 +239,15 @@ def test_transition_to_production_goes_through_the_gate(client: MlflowClient, se
         registry.close()
 
 
-def test_caller_identity_from_header_and_basic_auth(client: MlflowClient, server_url: str) -> None:
+def test_caller_identity_from_header_and_basic_auth(server_url: str, logged: list[Logged]) -> None:
     name = _name()
-    run_id, _ = _log_model()
     registry = HttpRegistryService(server_url, retries=0, user="ana")
     try:
         registry.create_registered_model(name)
-        assert registry.create_model_version(name, f"runs:/{run_id}/model").user_id == "ana"
+        assert registry.create_model_version(name, logged[0].uri).user_id == "ana"
     finally:
         registry.close()
 
-    body = {"name": name, "source": f"runs:/{run_id}/model"}
+    body = {"name": name, "source": logged[0].uri}
     answer = httpx.post(f"{server_url}/api/2.0/mlflow/model-versions/create", json=body, auth=("bob", "x"))
     assert answer.status_code == 200 and answer.json()["model_version"]["user_id"] == "bob"

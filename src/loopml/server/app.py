@@ -15,7 +15,8 @@ from starlette.responses import Response
 from loopml import __version__
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
-from loopml.server import api_v1, mlflow_artifacts, mlflow_compat
+from loopml.registry.local import LocalRegistryService
+from loopml.server import api_v1, api_v1_registry, mlflow_artifacts, mlflow_compat, mlflow_registry
 from loopml.server.dispatch import FastPathDispatcher
 from loopml.server.responses import JSONResponse
 from loopml.tracking.local import LocalTrackingService
@@ -32,8 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
     app.state.tracking = LocalTrackingService.from_settings(settings)
+    app.state.registry = LocalRegistryService.from_settings(settings)
     app.include_router(api_v1.router)
-    app.add_middleware(FastPathDispatcher, routes=[*mlflow_compat.routes(), *mlflow_artifacts.routes()])
+    app.include_router(api_v1_registry.router)
+    fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
+    app.add_middleware(FastPathDispatcher, routes=fast_routes)
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
