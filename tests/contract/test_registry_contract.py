@@ -1,5 +1,4 @@
-"""One behavioural suite for every RegistryService: SQLite and PostgreSQL (add "http" to the
-``backend`` params with a client pair to run it over the wire)."""
+"""One behavioural suite for every RegistryService: SQLite, PostgreSQL, and HTTP to a live server."""
 
 from __future__ import annotations
 
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from loopml.client.http import HttpTrackingService
+from loopml.client.http_registry import HttpRegistryService
 from loopml.config import Settings
 from loopml.errors import AlreadyExists, Conflict, GateFailed, InvalidInput, NotFound, PermissionDenied
 from loopml.registry.local import LocalRegistryService
@@ -39,8 +40,16 @@ def _local(home: Path, database_url: str | None = None) -> LocalRegistryService:
     return LocalRegistryService.from_settings(Settings.load(env=env))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "http"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "http":
+        url = request.getfixturevalue("server_url")
+        remote = HttpRegistryService(url, user="ana", retries=2)
+        tracking = HttpTrackingService(url, retries=2)
+        yield Backend(remote, tracking)
+        remote.close()
+        tracking.close()
+        return
     if request.param == "sqlite":
         reg = _local(tmp_path)
     else:
