@@ -29,7 +29,8 @@ class Column:
 
     numeric: ``bits`` (uint64 canonical bit pattern of every row, for hashing), ``valid``
     (None when no row is null), ``finite`` (float64 of the non-null finite values).
-    categorical: ``codes`` (int64, -1 for null) into ``dictionary`` (distinct values).
+    categorical: ``codes`` (int64, -1 for null) into ``dictionary`` (distinct values), or, for
+    a long string column whose values are mostly distinct, just ``array``.
     other: ``array`` (the combined column), hashed by type-specific rules.
     """
 
@@ -104,10 +105,25 @@ def decode(name: str, chunked: pa.ChunkedArray) -> Column:
     if fam in ("string", "bool"):
         if pa.types.is_string_view(arr.type):
             arr = arr.cast(pa.large_string())
+        if fam == "string" and _mostly_distinct(arr):
+            # Ids, free text: a dictionary would be as large as the column and slow to build; the
+            # hash and the profile work on the strings (and their hashes) directly.
+            return Column(**base, kind="categorical", array=arr)
         encoded = pc.dictionary_encode(arr)
         codes = pc.fill_null(encoded.indices.cast(pa.int64()), -1).to_numpy()
         return Column(**base, kind="categorical", codes=codes, dictionary=encoded.dictionary)
     return Column(**base, kind="other", array=arr)
+
+
+_SAMPLE = 8192
+
+
+def _mostly_distinct(arr: pa.Array) -> bool:
+    """Whether a leading sample of a long column is mostly distinct values."""
+    if len(arr) < 8 * _SAMPLE:
+        return False
+    sample = arr.slice(0, _SAMPLE)
+    return bool(pc.count_distinct(sample).as_py() > _SAMPLE // 2)
 
 
 def _numeric(arr: pa.Array, fam: str, base: dict[str, object]) -> Column:
@@ -137,9 +153,8 @@ def _numeric(arr: pa.Array, fam: str, base: dict[str, object]) -> Column:
     )
 
 
-def decode_table(table: pa.Table) -> list[Column]:
-    """Decode every column; duplicate or empty column names are refused."""
-    names = table.column_names
+def check_names(names: list[str]) -> list[str]:
+    """Column names of a table to register: at least one, none twice."""
     if not names:
         raise InvalidInput("the dataset has no columns; register a table with at least one column")
     seen: set[str] = set()
@@ -147,4 +162,10 @@ def decode_table(table: pa.Table) -> list[Column]:
         if n in seen:
             raise InvalidInput(f"column {n!r} appears twice; rename one of them", details={"field": n})
         seen.add(n)
+    return names
+
+
+def decode_table(table: pa.Table) -> list[Column]:
+    """Decode every column; duplicate or empty column names are refused."""
+    names = check_names(table.column_names)
     return [decode(n, table.column(i)) for i, n in enumerate(names)]

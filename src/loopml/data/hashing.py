@@ -43,6 +43,8 @@ _C2 = np.uint64(0x94D049BB133111EB)
 _NULL = np.uint64(0x6A09E667F3BCC908)  # the hash of a null, in every column
 _LANE2 = np.uint64(0x3C6EF372FE94F82B)
 U64 = NDArray[np.uint64]
+_TABLE_POSITIONS = 64
+_TABLE_SIZE = _TABLE_POSITIONS * 256
 
 
 def mix(v: U64) -> U64:
@@ -56,6 +58,9 @@ def mix(v: U64) -> U64:
     np.right_shift(v, np.uint64(31), out=t)
     np.bitwise_xor(v, t, out=v)
     return v
+
+
+_BYTE_TABLE = mix(np.arange(_TABLE_SIZE, dtype=np.uint64) ^ _C1)  # mix(key ^ C1) for keys in range
 
 
 def _salt(*parts: str) -> np.uint64:
@@ -75,11 +80,15 @@ def hash_bytes(arr: pa.Array) -> U64:
     data = data[offsets[0] : offsets[-1]]
     starts = offsets[:-1] - offsets[0]
     lengths = np.diff(offsets)
-    # Each byte is mixed with its position inside its string, so "ab" and "ba" differ.
+    # Each byte counts with its position inside its string, so "ab" and "ba" differ: a random
+    # 64-bit value per (position, byte) from a table for the first 64 positions, mixed beyond.
     position = np.arange(len(data), dtype=np.uint64) - np.repeat(starts, lengths).astype(np.uint64)
-    terms: U64 = np.left_shift(position, np.uint64(8))
-    np.bitwise_or(terms, data.astype(np.uint64), out=terms)
-    mix(terms)
+    keys: U64 = np.left_shift(position, np.uint64(8))
+    np.bitwise_or(keys, data, out=keys)
+    terms = _BYTE_TABLE[np.minimum(keys, _TABLE_SIZE - 1)]
+    far = position >= _TABLE_POSITIONS
+    if far.any():
+        terms[far] = mix(keys[far] ^ _C1)
     sums = np.zeros(len(data) + 1, dtype=np.uint64)
     np.cumsum(terms, out=sums[1:])
     h = sums[starts + lengths] - sums[starts]
@@ -115,58 +124,81 @@ def _other_values(col: Column) -> U64:
     return hash_bytes(pa.array(texts, pa.large_string()))
 
 
-def value_hashes(col: Column) -> U64:
-    """One 64-bit hash per row of a decoded column, nulls included."""
-    if col.kind == "categorical":
+def value_hashes(col: Column, *, consume: bool = False) -> U64:
+    """One 64-bit hash per row of a decoded column, nulls included.
+
+    With ``consume`` a numeric column's ``bits`` may be overwritten (saves a copy of the column);
+    the column's type family is mixed in later, by :func:`column_salt`.
+    """
+    if col.kind == "categorical" and col.codes is None:
+        h = hash_bytes(col.array)  # a high-cardinality string column, not dictionary-encoded
+    elif col.kind == "categorical":
         assert col.dictionary is not None and col.codes is not None
         if col.family == "bool":
             dict_bits = np.asarray(col.dictionary.to_numpy(zero_copy_only=False), dtype=np.uint64)
-            per_value = mix(dict_bits ^ _salt("bool"))
+            per_value = mix(dict_bits ^ _C2)
         else:
             per_value = hash_bytes(col.dictionary)
         # Code -1 (null) picks the appended null hash.
         return np.append(per_value, _NULL)[col.codes]
-    if col.kind == "numeric":
+    elif col.kind == "numeric":
         assert col.bits is not None
-        h = mix(col.bits ^ _salt(col.family))
+        writable = consume and col.bits.flags.writeable
+        h = mix(col.bits if writable else col.bits.copy())
+        if col.valid is not None:
+            h[~col.valid] = _NULL
+        return h
     else:
         h = _other_values(col)
-        if col.null_count:
-            assert col.array is not None
-            h[col.array.is_null().to_numpy(zero_copy_only=False)] = _NULL
-        return h
-    if col.valid is not None:
-        h[~col.valid] = _NULL
+    if col.null_count:
+        assert col.array is not None
+        h[col.array.is_null().to_numpy(zero_copy_only=False)] = _NULL
     return h
 
 
-def row_hashes(columns: Sequence[Column], num_rows: int) -> U64:
-    """One 64-bit hash per row, independent of the order of ``columns``."""
-    acc = np.zeros(num_rows, dtype=np.uint64)
-    for col in columns:
-        h = value_hashes(col)
-        np.multiply(h, _salt(col.name, col.family), out=h)
-        np.add(acc, h, out=acc)
-    return mix(acc)
+def column_salt(col: Column) -> np.uint64:
+    """The odd multiplier of a column's hashes in a row: names and type families keep columns apart."""
+    return _salt(col.name, col.family)
+
+
+class RowDigest:
+    """Accumulates columns' hashes into row hashes, then into the dataset's digest.
+
+    Columns may be added in any order (and from several threads, under a lock held by the caller).
+    """
+
+    def __init__(self, num_rows: int) -> None:
+        self.num_rows = num_rows
+        self.acc = np.zeros(num_rows, dtype=np.uint64)
+        self.columns: list[list[str]] = []
+
+    def add(self, col: Column, hashes: U64) -> None:
+        """Fold one column's :func:`value_hashes` in (``hashes`` is overwritten)."""
+        np.multiply(hashes, column_salt(col), out=hashes)
+        np.add(self.acc, hashes, out=self.acc)
+        self.columns.append([col.name, col.family])
+
+    def hexdigest(self) -> str:
+        rows = mix(self.acc.copy())
+        lane1 = int(rows.sum(dtype=np.uint64))
+        lane2 = int(mix(rows ^ _LANE2).sum(dtype=np.uint64))
+        payload = {
+            "hash": HASH_VERSION,
+            "columns": sorted(self.columns),
+            "num_rows": self.num_rows,
+            "lanes": [f"{lane1:016x}", f"{lane2:016x}"],
+        }
+        return hashlib.sha256(orjson.dumps(payload)).hexdigest()
 
 
 def digest_of(columns: Sequence[Column], num_rows: int) -> str:
     """The content digest (64 hex characters) of decoded columns."""
-    rows = row_hashes(columns, num_rows)
-    lane1 = int(rows.sum(dtype=np.uint64))
-    lane2 = int(mix(rows ^ _LANE2).sum(dtype=np.uint64))
-    payload = {
-        "hash": HASH_VERSION,
-        "columns": sorted([c.name, c.family] for c in columns),
-        "num_rows": num_rows,
-        "lanes": [f"{lane1:016x}", f"{lane2:016x}"],
-    }
-    return hashlib.sha256(orjson.dumps(payload)).hexdigest()
+    rows = RowDigest(num_rows)
+    for col in columns:
+        rows.add(col, value_hashes(col))
+    return rows.hexdigest()
 
 
 def table_digest(table: pa.Table) -> str:
-    """The content digest of a table (decodes it; :func:`digest_of` reuses a decoding)."""
+    """The content digest of a table."""
     return digest_of(decode_table(table), table.num_rows)
-
-
-__all__ = ["HASH_VERSION", "digest_of", "hash_bytes", "mix", "row_hashes", "table_digest", "value_hashes"]

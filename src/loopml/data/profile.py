@@ -32,6 +32,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from loopml.data.columns import Column, decode_table
+from loopml.data.hashing import value_hashes
 from loopml.errors import InvalidInput
 
 BINS = 32
@@ -125,9 +126,13 @@ def profile_columns(columns: list[Column], num_rows: int) -> Profile:
     return Profile(num_rows, {c.name: profile_column(c) for c in columns})
 
 
-def profile_column(col: Column) -> ColumnProfile:
+def profile_column(col: Column, hashes: NDArray[np.uint64] | None = None) -> ColumnProfile:
+    """Profile one decoded column; ``hashes`` (its :func:`value_hashes`) saves recomputing them
+    for a string column that is not dictionary-encoded."""
     if col.kind == "numeric":
         return _numeric(col)
+    if col.kind == "categorical" and col.codes is None:
+        return _categorical_by_hash(col, value_hashes(col) if hashes is None else hashes)
     if col.kind == "categorical":
         return _categorical(col)
     return ColumnProfile(col.name, "other", col.length - col.null_count, col.null_count)
@@ -175,7 +180,9 @@ def _edges(lo: float, hi: float) -> NDArray[np.float64]:
 
 
 def _bin_index(x: NDArray[np.float64], lo: float, hi: float, bins: int) -> NDArray[np.intp]:
-    idx = ((x - lo) * (bins / (hi - lo))).astype(np.intp)
+    scaled = np.subtract(x, lo)
+    np.multiply(scaled, bins / (hi - lo), out=scaled)
+    idx = scaled.astype(np.intp)
     np.clip(idx, 0, bins - 1, out=idx)
     return idx
 
@@ -199,12 +206,12 @@ def _exact_quantiles(
     bins = np.searchsorted(cum, ranks, side="right")
     need = np.zeros(len(fine), dtype=bool)
     need[bins] = True
-    picked = need[idx]
-    values, value_bins = x[picked], idx[picked]
-    ordered = values[np.lexsort((values, value_bins))]
+    # Bins are ranges of values, so sorting the picked values alone also orders them by bin.
+    picked = x[need[idx]]
     picked_counts = np.where(need, fine, 0)
     picked_before = np.cumsum(picked_counts) - picked_counts
     position = picked_before[bins] + (ranks - (cum[bins] - fine[bins]))
+    ordered = np.partition(picked, np.unique(position))
     at = dict(zip(ranks.tolist(), ordered[position].tolist(), strict=True))
     out: dict[str, float] = {}
     for q, p, b in zip(QUANTILES, pos.tolist(), below.tolist(), strict=True):
@@ -231,6 +238,30 @@ def _categorical(col: Column) -> ColumnProfile:
         total,
         col.null_count,
         distinct=distinct,
+        top=top,
+        other=total - sum(c for _, c in top),
+    )
+
+
+def _categorical_by_hash(col: Column, hashes: NDArray[np.uint64]) -> ColumnProfile:
+    """Counts by 64-bit value hash: distinct values are exact unless two of them collide (~n²/2⁶⁵)."""
+    assert col.array is not None
+    positions = np.arange(col.length)
+    if col.null_count:
+        valid = col.array.is_valid().to_numpy(zero_copy_only=False)
+        hashes, positions = hashes[valid], positions[valid]
+    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    k = min(TOP, len(counts))
+    candidates = np.argpartition(-counts, k - 1)[:k] if 0 < k < len(counts) else np.arange(k)
+    values = col.array.take(pa.array(positions[first[candidates]], pa.int64())).to_pylist()
+    top = sorted(zip(values, counts[candidates].tolist(), strict=True), key=lambda vc: (-vc[1], str(vc[0])))
+    total = col.length - col.null_count
+    return ColumnProfile(
+        col.name,
+        "categorical",
+        total,
+        col.null_count,
+        distinct=len(counts),
         top=top,
         other=total - sum(c for _, c in top),
     )

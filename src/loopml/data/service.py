@@ -1,11 +1,11 @@
 """Dataset versions over the local stores: metadata in SQL, the rows as a Parquet blob.
 
-Registration decodes the table once; the content hash and the profile both read that
-decoding.  The snapshot is one Parquet blob in the content-addressed artifact store: a
-single registered Parquet file is stored as it is (it already holds exactly those rows),
-anything else is written once as Parquet.  Registering rows whose digest the dataset
-already has returns that version and stores nothing; rows already registered under
-another name reuse that snapshot.
+Registration decodes each column once, in parallel; the content hash and the profile both
+read that decoding (:mod:`loopml.data.analysis`).  The snapshot is one Parquet blob in the
+content-addressed artifact store: a single registered Parquet file is stored as it is (it
+already holds exactly those rows), anything else is written once as Parquet.  Registering
+rows whose digest the dataset already has returns that version and stores nothing; rows
+already registered under another name reuse that snapshot.
 
 >>> svc = LocalDataService.from_settings(Settings.load(env={"LOOPML_HOME": "/tmp/lm"}))  # doctest: +SKIP
 >>> dv = svc.register("churn", "data/churn.parquet")                                    # doctest: +SKIP
@@ -28,9 +28,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import Row, exc, func, insert, select
 
 from loopml.config import Settings
-from loopml.data.columns import decode_table
-from loopml.data.hashing import digest_of
-from loopml.data.profile import Profile, profile_columns
+from loopml.data.analysis import analyse
+from loopml.data.profile import Profile
 from loopml.data.records import DatasetVersion, Field
 from loopml.data.sources import Source, read_source
 from loopml.errors import InvalidInput, NotFound
@@ -96,13 +95,10 @@ class LocalDataService:
         check_dataset_name(name)
         tag_map = _check_tags(tags)
         src = read_source(source)
-        columns = decode_table(src.table)
-        digest = digest_of(columns, src.table.num_rows)
+        digest, profile = analyse(src.table)
         found = self._by_name_digest(name, digest)
         if found is not None:
             return found
-        profile = profile_columns(columns, src.table.num_rows)
-        del columns  # the decoded copies can be large; the snapshot does not need them
         snapshot, size = self._snapshot(src, digest)
         schema = [Field(f.name, str(f.type), f.nullable) for f in src.table.schema]
         row = {

@@ -100,8 +100,19 @@ def test_values_moving_between_rows_or_columns_change_the_hash() -> None:
         (pa.array([1, 2]), pa.array([1.0, 2.0])),
         (pa.array([0.0, 1.0]), pa.array([None, 1.0])),
         (pa.array([True, False]), pa.array([1, 0])),
+        (pa.array(["x" * 70 + "a"]), pa.array(["x" * 70 + "b"])),
+        (pa.array(["a" + "x" * 63 + "b"]), pa.array(["b" + "x" * 63 + "a"])),
     ],
-    ids=["split", "byte-order", "empty-vs-null", "int-vs-float", "zero-vs-null", "bool-vs-int"],
+    ids=[
+        "split",
+        "byte-order",
+        "empty-vs-null",
+        "int-vs-float",
+        "zero-vs-null",
+        "bool-vs-int",
+        "long",
+        "far-swap",
+    ],
 )
 def test_values_that_only_look_alike_hash_differently(left: pa.Array, right: pa.Array) -> None:
     assert table_digest(pa.table({"x": left})) != table_digest(pa.table({"x": right}))
@@ -152,3 +163,29 @@ def test_an_empty_table_has_a_digest_that_depends_on_its_columns() -> None:
     a = pa.table({"x": pa.array([], pa.int64())})
     b = pa.table({"y": pa.array([], pa.int64())})
     assert table_digest(a) != table_digest(b)
+
+
+def test_long_mostly_distinct_string_columns_hash_their_values_directly() -> None:
+    from loopml.data.columns import decode
+    from loopml.data.hashing import hash_bytes, value_hashes
+
+    ids = pa.array([None if i % 1000 == 0 else f"user-{i}" for i in range(70_000)])
+    col = decode("id", pa.chunked_array([ids]))
+    assert col.kind == "categorical" and col.codes is None  # the direct path
+    encoded = ids.dictionary_encode()
+    via_dictionary = hash_bytes(encoded.dictionary)[encoded.indices.fill_null(0).to_numpy()]
+    direct = value_hashes(col)
+    valid = ids.is_valid().to_numpy(zero_copy_only=False)
+    assert (direct[valid] == via_dictionary[valid]).all()
+    changed = ids.to_pylist()
+    changed[12_345] = "user-x"
+    assert table_digest(pa.table({"id": ids})) != table_digest(pa.table({"id": changed}))
+
+
+def test_the_parallel_analysis_agrees_with_the_sequential_hash_and_profile() -> None:
+    from loopml.data.analysis import analyse
+    from loopml.data.profile import profile_table
+
+    table = pa.Table.from_pandas(frame(2_000), preserve_index=False)
+    digest, profile = analyse(table, workers=3)
+    assert digest == table_digest(table) and profile == profile_table(table)

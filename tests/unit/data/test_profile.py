@@ -122,3 +122,12 @@ def test_profiles_of_different_columns_do_not_merge() -> None:
 def test_an_all_null_numeric_column_has_no_statistics() -> None:
     col = profile_table(pa.table({"x": pa.array([None, None], pa.float64())})).columns["x"]
     assert (col.count, col.nulls, col.mean, col.std, col.hist) == (0, 2, None, None, [])
+
+
+def test_a_long_mostly_distinct_string_column_is_profiled_by_value_hashes() -> None:
+    values = [None if i % 100 == 0 else ("hot" if i % 10 == 1 else f"id-{i}") for i in range(80_000)]
+    col = profile_table(pa.table({"id": values})).columns["id"]
+    present = [v for v in values if v is not None]
+    assert (col.count, col.nulls, col.distinct) == (len(present), 800, len(set(present)))
+    assert col.top[0] == ("hot", present.count("hot")) and len(col.top) == 50
+    assert col.top[1][1] == 1 and col.other == len(present) - sum(c for _, c in col.top)
