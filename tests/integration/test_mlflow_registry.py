@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from loopml.client.http_registry import HttpRegistryService  # noqa: E402
+from loopml.errors import PermissionDenied  # noqa: E402
 
 pytestmark = [
     pytest.mark.server,
@@ -184,7 +185,7 @@ def test_search_with_filters_and_paging(client: MlflowClient, logged: list[Logge
     tail = client.search_model_versions(f"name = '{names[0]}'", max_results=2, page_token=found.token)
     assert [v.version for v in tail] == ["1"]
     by_run = client.search_model_versions(f"run_id = '{run_id}' AND name = '{names[0]}'")
-    assert sorted(v.version for v in by_run) == ["1", "2", "3"]
+    assert sorted(v.version for v in by_run) == ["1", "2", "3"], [(v.name, v.version, v.source, v.run_id) for v in by_run]
 
 
 def test_stages_latest_versions_and_archive(client: MlflowClient, logged: list[Logged]) -> None:
@@ -239,6 +240,33 @@ def test_transition_to_production_goes_through_the_gate(
         registry.close()
 
 
+def test_transition_under_approval_waits_for_another_user(
+    client: MlflowClient, server_url: str, logged: list[Logged], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = _name()
+    mlflow.register_model(logged[1].uri, name)
+    ana = HttpRegistryService(server_url, retries=0, user="ana")
+    bob = HttpRegistryService(server_url, retries=0, user="bob")
+    try:
+        ana.set_gate(name, [], require_approval=True)
+        # MLFLOW_TRACKING_USERNAME/PASSWORD make the mlflow client send basic auth: the requester
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ana")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "unused")
+        with pytest.raises(MlflowException) as waiting:
+            MlflowClient(server_url).transition_model_version_stage(name, "1", "Production")
+        assert _code(waiting) == "PERMISSION_DENIED" and "approval" in str(waiting.value)
+        (request,) = ana.list_requests(name)
+        assert request.requested_by == "ana" and client.get_model_version(name, "1").current_stage == "None"
+        with pytest.raises(PermissionDenied):
+            ana.approve(request.request_id)
+        done = bob.approve(request.request_id, reason="card reviewed")
+        assert done.transition is not None and done.transition.approved_by == "bob"
+        assert client.get_model_version(name, "1").current_stage == "Production"
+    finally:
+        ana.close()
+        bob.close()
+
+
 def test_caller_identity_from_header_and_basic_auth(server_url: str, logged: list[Logged]) -> None:
     name = _name()
     registry = HttpRegistryService(server_url, retries=0, user="ana")
@@ -251,3 +279,21 @@ def test_caller_identity_from_header_and_basic_auth(server_url: str, logged: lis
     body = {"name": name, "source": logged[0].uri}
     answer = httpx.post(f"{server_url}/api/2.0/mlflow/model-versions/create", json=body, auth=("bob", "x"))
     assert answer.status_code == 200 and answer.json()["model_version"]["user_id"] == "bob"
+
+
+def test_native_api_error_shapes_and_openapi(server_url: str, logged: list[Logged]) -> None:
+    name = _name()
+    api = f"{server_url}/api/v1/registry"
+    missing = httpx.get(f"{api}/models/{name}")
+    assert missing.status_code == 404 and missing.json()["error_code"] == "NOT_FOUND"
+    assert name in missing.json()["message"]
+    assert httpx.post(f"{api}/models", json={"name": name}).status_code == 200
+    created = httpx.post(f"{api}/models/{name}/versions", json={"source": logged[0].uri})
+    assert created.json()["version"] == 1 and created.json()["current_stage"] == "None"
+    assert httpx.put(f"{api}/models/{name}/gate", json={"thresholds": ["accuracy >= 0.9"]}).is_success
+    failed = httpx.post(f"{api}/models/{name}/versions/1/promote", json={})
+    assert failed.status_code == 422 and failed.json()["error_code"] == "GATE_FAILED"
+    bad = httpx.post(f"{api}/models/{name}/versions/1/stage", json={"stage": "Prod"})
+    assert bad.status_code == 400 and bad.json()["details"]["field"] == "stage"
+    paths = httpx.get(f"{server_url}/openapi.json").json()["paths"]
+    assert "/api/v1/registry/models/{name}/versions/{version}/promote" in paths
