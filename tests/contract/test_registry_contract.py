@@ -218,8 +218,9 @@ def test_gate_refuses_without_evaluation_and_on_failure(backend: Backend) -> Non
     reg.create_registered_model(name)
     reg.create_model_version(name, backend.logged_model())
     reg.set_gate(name, ["accuracy >= 0.90", "latency_p99_ms <= 20"])
-    with pytest.raises(GateFailed, match="has no evaluation; run `loopml models evaluate"):
+    with pytest.raises(GateFailed, match="has no evaluation; run `loopml models evaluate") as unevaluated:
         reg.promote(name, 1)
+    assert "accuracy >= 0.90: value missing, limit 0.9, FAIL (not evaluated)" in unevaluated.value.message
     _evaluated(backend, name, 1, accuracy=0.85, latency_p99_ms=3.0)
     with pytest.raises(GateFailed) as err:
         reg.promote(name, 1)

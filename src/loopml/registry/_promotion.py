@@ -30,6 +30,7 @@ from loopml.registry.records import (
     Promotion,
     PromotionRequest,
     RequestStatus,
+    ThresholdResult,
     Transition,
 )
 from loopml.store.db import Database
@@ -389,7 +390,11 @@ def _gate_result(conn: Connection, mid: int, name: str, number: int) -> GateResu
             f"version {number} has no evaluation; run `loopml models evaluate {name} {number} "
             "--data DATASET@VERSION --target COLUMN` first"
         )
-        return GateResult(False, [], None, note)
+        # Still list every threshold, so the failure says what the evaluation must show.
+        unmeasured = [
+            ThresholdResult(t.text, t.metric, None, t.constant, False, "not evaluated") for t in parsed
+        ]
+        return GateResult(False, unmeasured, None, note)
     ev = st.evaluation_from_row(row, name)
     result = gates.check(
         parsed, ev.metrics, ev.champion_metrics, has_champion=ev.champion_version is not None,
