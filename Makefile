@@ -47,6 +47,7 @@ test: venv sysdeps lint
 
 bench: venv
 	$(BIN)/python bench/tracking/run.py
+	$(BIN)/python bench/registry/cold_load.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache
