@@ -118,7 +118,13 @@ def log_model(
     from loopml import sdk  # the tracking stack is loaded on use: `import loopml.models` stays light
 
     svc = sdk.service()
-    run_id = run_id or sdk._active_id()
+    active = sdk.active_run()
+    if run_id is None and active is None:
+        raise InvalidInput(
+            "log_model needs a run: call it inside `with loopml.start_run():` or pass run_id",
+            details={"field": "run_id"},
+        )
+    run_id = run_id or active.run_id  # type: ignore[union-attr]
     name = safe_relpath(name, field="name")
     chosen = get_flavor(flavor) if flavor else detect(model)
     with tempfile.TemporaryDirectory(prefix="loopml-model-") as tmp:

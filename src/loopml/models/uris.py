@@ -58,6 +58,12 @@ def parse_source(uri: str) -> ArtifactSource:
         return _source(uri, run_id, path)
     if uri.startswith(ARTIFACTS_SCHEME):
         parts = uri[len(ARTIFACTS_SCHEME) :].lstrip("/").split("/", 3)
+        if len(parts) > 2 and parts[1] == "models":
+            raise _bad(
+                uri,
+                "it is an MLflow logged model's location; load it with mlflow, or log the "
+                "model with loopml.models.log_model and use its runs:/ URI",
+            )
         if len(parts) < 3 or parts[2] != "artifacts" or not parts[0].isdigit():
             raise _bad(uri, "it is not under a run's artifact root (<experiment>/<run_id>/artifacts/...)")
         return _source(uri, parts[1], parts[3] if len(parts) > 3 else "")

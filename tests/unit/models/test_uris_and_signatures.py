@@ -35,6 +35,7 @@ def test_parse_source_reads_the_uris_loopml_issues(uri: str, expected: ArtifactS
         "/tmp/model", "./model", "file:///tmp/model", "s3://bucket/model", "https://x/model",
         "C:\\models\\m", "runs:/abc/../other/model", "runs:/abc", "runs:/a b/model", "",
         "mlflow-artifacts:/4/abc/other/model", "mlflow-artifacts:/x/abc/artifacts/model",
+        "mlflow-artifacts:/4/models/m-0a1b/artifacts",
     ],
 )  # fmt: skip
 def test_parse_source_refuses_anything_else_naming_the_field(uri: str) -> None:
@@ -62,6 +63,13 @@ def test_models_uris_go_through_the_registered_resolver(
     monkeypatch.setitem(RESOLVERS, "models", lambda uri: (info.model_uri, "f" * 64))
     with pytest.raises(IntegrityError):
         loopml.models.load("models:/churn/1")
+
+
+def test_log_model_needs_a_run(home: object) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    with pytest.raises(InvalidInput, match="start_run"):
+        loopml.models.log_model(DummyClassifier().fit([[0]], [0]))
 
 
 def test_an_unknown_run_is_not_found(home: object) -> None:
