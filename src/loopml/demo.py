@@ -1,12 +1,18 @@
-"""A tracked hyper-parameter sweep in under a minute, on data bundled with scikit-learn.
+"""From versioned data to a gated model in production, in about a minute, offline.
 
     $ python -m loopml.demo          # or: loopml demo  (--quick: 3 runs)
 
-Three model families are swept on the breast-cancer dataset; every configuration
-is a nested run under one parent run in experiment ``demo-sweep``, with params,
-held-out metrics, a per-iteration learning curve (gradient boosting) and the
-dataset as a run input. The runs go to the configured store (``LOOPML_HOME``,
-default ``./.loopml``, or ``LOOPML_TRACKING_URI``).
+1. The breast-cancer data bundled with scikit-learn is split and registered as two
+   dataset versions (``breast-cancer-train``, ``breast-cancer-holdout``): content hash,
+   schema, profile, snapshot.
+2. Three model families are swept; every configuration is a nested run under one parent
+   run in experiment ``demo-sweep``, with params, held-out metrics, a learning curve
+   (gradient boosting), both dataset versions as inputs, and the fitted model.
+3. The best run's model is registered as a new version of ``breast-cancer``, evaluated
+   against the current champion on the holdout version, and promoted to Production only
+   if it passes the model's gate; its lineage (model -> run -> commit -> data) is printed.
+
+Everything goes to the embedded store (``LOOPML_HOME``, default ``./.loopml``).
 
 >>> result = main(quick=True)  # doctest: +SKIP
 >>> result.best.metrics["roc_auc"].value  # doctest: +SKIP
@@ -22,16 +28,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib
-import dataclasses
-import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import orjson
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -44,14 +47,24 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import loopml
+import loopml.data
+import loopml.models
+import loopml.registry
 from loopml.config import Settings
-from loopml.errors import LoopmlError
-from loopml.tracking.records import DatasetInput, Metric, Run
+from loopml.data import DatasetVersion
+from loopml.errors import GateFailed, LoopmlError
+from loopml.registry import GateResult, Lineage, ModelVersion
+from loopml.tracking.records import Metric, Run
 
 EXPERIMENT = "demo-sweep"
 SEED = 0
 TEST_SIZE = 0.25
-DATA_SOURCE = "sklearn.datasets.load_breast_cancer"
+TARGET = "target"
+TRAIN_DATASET = "breast-cancer-train"
+HOLDOUT_DATASET = "breast-cancer-holdout"
+MODEL_NAME = "breast-cancer"
+# A new version reaches Production only if it is good and no worse than the champion.
+GATE = ("roc_auc >= 0.95", "roc_auc >= champion.roc_auc - 0.005", "latency_p99_ms <= 250")
 _CURVE_EVERY = 5  # gradient boosting: log the held-out curve every 5 iterations
 
 
@@ -88,6 +101,8 @@ class SweepResult:
     experiment_name: str
     child_run_ids: list[str]
     top: list[Run] = field(default_factory=list)
+    data: Data | None = None
+    shipment: Shipment | None = None
 
     @property
     def best(self) -> Run:
@@ -126,43 +141,32 @@ def build_model(config: Config) -> Any:
 
 @dataclass(frozen=True)
 class Data:
-    x_train: np.ndarray
-    x_test: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    dataset: DatasetInput
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    train: DatasetVersion
+    holdout: DatasetVersion
 
 
 def load_data() -> Data:
-    """The bundled breast-cancer data (no download), split 75/25, and its dataset record."""
-    bunch = load_breast_cancer()
-    x, y = np.ascontiguousarray(bunch.data), np.ascontiguousarray(bunch.target)
-    digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    columns = [{"name": str(n), "type": "double", "required": True} for n in bunch.feature_names]
-    schema = {"mlflow_colspec": [*columns, {"name": "target", "type": "long", "required": True}]}
-    dataset = DatasetInput(
-        name="breast_cancer",
-        digest=digest,
-        source_type="code",
-        source=DATA_SOURCE,
-        schema=orjson.dumps(schema).decode(),
-        profile=orjson.dumps({"num_rows": int(x.shape[0]), "num_features": int(x.shape[1])}).decode(),
-    )
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_SIZE, random_state=SEED, stratify=y
-    )
-    return Data(x_train, x_test, y_train, y_test, dataset)
+    """The bundled breast-cancer data (no download), split 75/25, both parts registered.
 
-
-def _dataset(data: Data) -> DatasetInput:
-    # log_input sets the context on the record it is given: hand each run its own copy.
-    return dataclasses.replace(data.dataset, tags=dict(data.dataset.tags))
+    Registering the same rows again returns the existing versions, so reruns reuse them.
+    """
+    frame = load_breast_cancer(as_frame=True).frame
+    train, test = train_test_split(frame, test_size=TEST_SIZE, random_state=SEED, stratify=frame[TARGET])
+    train_dv = loopml.data.register(TRAIN_DATASET, train, description="breast cancer, 75% training split")
+    holdout_dv = loopml.data.register(HOLDOUT_DATASET, test, description="breast cancer, 25% held out")
+    x_train, x_test = train.drop(columns=[TARGET]), test.drop(columns=[TARGET])
+    return Data(x_train, x_test, train[TARGET], test[TARGET], train_dv, holdout_dv)
 
 
 def train_one(config: Config, data: Data, run_id: str) -> None:
     """Fit one configuration inside the active run ``run_id``; log its params, metrics and input."""
     loopml.log_params({"model_family": config.family, **config.params, "test_size": TEST_SIZE, "seed": SEED})
-    loopml.log_input(_dataset(data), context="training")
+    loopml.data.log_input(data.train, context="training")
+    loopml.data.log_input(data.holdout, context="evaluation")
     model = build_model(config)
     started = time.perf_counter()
     model.fit(data.x_train, data.y_train)
@@ -179,6 +183,7 @@ def train_one(config: Config, data: Data, run_id: str) -> None:
     )
     if config.family == "gradient_boosting":
         _log_learning_curve(model, data, run_id)
+    loopml.models.log_model(model, "model", input_example=data.x_train.head(3), run_id=run_id)
 
 
 def _log_learning_curve(model: GradientBoostingClassifier, data: Data, run_id: str) -> None:
@@ -204,8 +209,8 @@ def run_sweep(
     with loopml.start_run(
         run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags={"loopml.demo": "sweep"}
     ) as parent:
-        loopml.log_params({"n_configs": len(configs), "dataset": data.dataset.name})
-        loopml.log_input(_dataset(data), context="training")
+        loopml.log_params({"n_configs": len(configs), "dataset": data.train.name})
+        loopml.data.log_input(data.train, context="training")
         for config in configs:
             on_step(config)
             with loopml.start_run(
@@ -221,7 +226,39 @@ def run_sweep(
         )
         loopml.log_metric("best_roc_auc", top[0].metrics["roc_auc"].value)
         loopml.set_tag("best_run_id", top[0].run_id)
-    return SweepResult(parent.run_id, exp.experiment_id, exp.name, children, top)
+    return SweepResult(parent.run_id, exp.experiment_id, exp.name, children, top, data=data)
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """What happened to the sweep's best model: its version, the gate, and where it stands."""
+
+    version: ModelVersion
+    gate: GateResult
+    promoted: bool
+    lineage: Lineage
+    champion: int | None
+
+
+def ship(result: SweepResult) -> Shipment:
+    """Register the best run's model, evaluate it against the champion, promote it if it passes."""
+    assert result.data is not None
+    version = loopml.registry.register(
+        MODEL_NAME, f"runs:/{result.best.run_id}/model", description=f"best of sweep {result.parent_run_id}"
+    )
+    loopml.registry.set_gate(MODEL_NAME, list(GATE))
+    holdout = result.data.holdout
+    loopml.registry.evaluate(
+        MODEL_NAME, version.version, dataset=f"{holdout.name}@{holdout.version}", target=TARGET
+    )
+    try:
+        promotion = loopml.registry.promote(MODEL_NAME, version.version, reason="demo: best of the sweep")
+        gate, promoted = promotion.gate, promotion.transition is not None
+    except GateFailed:
+        gate, promoted = loopml.registry.service().check_gate(MODEL_NAME, version.version), False
+    champion = loopml.registry.service().get_registered_model(MODEL_NAME).aliases.get("champion")
+    lineage = loopml.registry.lineage(MODEL_NAME, version.version)
+    return Shipment(version, gate, promoted, lineage, champion)
 
 
 def report(result: SweepResult, console: Console, settings: Settings) -> None:
@@ -241,10 +278,43 @@ def report(result: SweepResult, console: Console, settings: Settings) -> None:
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()) if k not in ("test_size", "seed"))
     console.print(f"[bold]best run[/] {best.run_id}\n  {params}")
     where = settings.tracking_uri or f"{settings.home} (LOOPML_HOME)"
+    if result.shipment is not None:
+        report_shipment(result.shipment, console)
     console.print(f"runs are stored in {where}")
     console.print(f"  see the best run:   [cyan]loopml runs show {best.run_id}[/]")
     console.print(f"  list the sweep:     [cyan]loopml runs list --experiment {result.experiment_name}[/]")
+    if result.shipment is not None:
+        v = result.shipment.version.version
+        console.print(f"  the model's card:   [cyan]loopml models card {MODEL_NAME} {v}[/]")
+        console.print(f"  the data it saw:    [cyan]loopml data show {TRAIN_DATASET}[/]")
     console.print("  browse over HTTP:   [cyan]loopml server --port 5000[/] (MLflow clients work too)")
+
+
+def report_shipment(shipment: Shipment, console: Console) -> None:
+    """The gate's thresholds, the verdict, and the version's lineage."""
+    v = shipment.version
+    table = Table(title=f"Gate of {MODEL_NAME} version {v.version}", title_justify="left")
+    for col in ("threshold", "value", "limit", "result"):
+        table.add_column(col, justify="right" if col in ("value", "limit") else "left")
+    for r in shipment.gate.results:
+        verdict = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        table.add_row(r.threshold, _fmt(r.value), _fmt(r.limit), f"{verdict} {r.note}".strip())
+    console.print(table)
+    if shipment.promoted:
+        console.print(f"[bold green]promoted[/] {MODEL_NAME} v{v.version} to Production (alias champion)")
+    else:
+        console.print(f"[bold red]not promoted[/]: {MODEL_NAME} stays at champion v{shipment.champion}")
+    lin = shipment.lineage
+    if lin.run is not None:
+        commit = f"{(lin.run.commit or 'no git')[:12]}{' (dirty)' if lin.run.dirty else ''}"
+        data = ", ".join(f"{d.ref} ({d.context})" for d in lin.datasets)
+        console.print(
+            f"lineage: {MODEL_NAME} v{v.version} -> run {lin.run.run_id[:12]} -> {commit} -> {data}"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @contextlib.contextmanager
@@ -271,6 +341,8 @@ def main(quick: bool = False, experiment: str = EXPERIMENT, console: Console | N
     console.print(f"sweeping {len(configs)} configurations into experiment [bold]{experiment}[/]")
     with _progress(console, len(configs)) as on_step:
         result = run_sweep(configs, experiment, on_step)
+    with console.status("registering, evaluating against the champion, gating"):
+        result.shipment = ship(result)
     report(result, console, Settings.load())
     return result
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import loopml.registry as registry
 from loopml import sdk
 
 
@@ -19,3 +20,4 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sdk.set_tracking_uri(None)
     yield tmp_path / "home"
     sdk.reset()
+    registry.reset()
