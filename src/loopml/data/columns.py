@@ -98,14 +98,18 @@ def decode(name: str, chunked: pa.ChunkedArray) -> Column:
     arr = combine(chunked)
     fam = family(arr.type)
     if pa.types.is_dictionary(arr.type):
+        if fam == "string" and _usable_dictionary(arr):
+            return _encoded(name, fam, arr)
         arr = arr.dictionary_decode()
     base = {"name": name, "family": fam, "length": len(arr), "null_count": arr.null_count}
     if fam in ("int", "float"):
         return _numeric(arr, fam, base)
-    if fam in ("string", "bool"):
+    if fam == "bool":
+        return _boolean(arr, base)
+    if fam == "string":
         if pa.types.is_string_view(arr.type):
             arr = arr.cast(pa.large_string())
-        if fam == "string" and _mostly_distinct(arr):
+        if _mostly_distinct(arr):
             # Ids, free text: a dictionary would be as large as the column and slow to build; the
             # hash and the profile work on the strings (and their hashes) directly.
             return Column(**base, kind="categorical", array=arr)
@@ -113,6 +117,35 @@ def decode(name: str, chunked: pa.ChunkedArray) -> Column:
         codes = pc.fill_null(encoded.indices.cast(pa.int64()), -1).to_numpy()
         return Column(**base, kind="categorical", codes=codes, dictionary=encoded.dictionary)
     return Column(**base, kind="other", array=arr)
+
+
+def _usable_dictionary(arr: pa.DictionaryArray) -> bool:
+    """Whether a dictionary-encoded column's dictionary can be used as it is: no null and no value
+    twice (so its positions are the distinct values)."""
+    values = arr.dictionary
+    return bool(values.null_count == 0 and pc.count_distinct(values).as_py() == len(values))
+
+
+def _encoded(name: str, fam: str, arr: pa.DictionaryArray) -> Column:
+    values = arr.dictionary
+    if pa.types.is_string_view(values.type):
+        values = values.cast(pa.large_string())
+    indices = arr.indices.cast(pa.int64())
+    codes = (pc.fill_null(indices, -1) if arr.null_count else indices).to_numpy()
+    base = {"name": name, "family": fam, "length": len(arr), "null_count": arr.null_count}
+    return Column(**base, kind="categorical", codes=codes, dictionary=values)  # type: ignore[arg-type]
+
+
+_BOOLEANS = pa.array([False, True])
+
+
+def _boolean(arr: pa.Array, base: dict[str, object]) -> Column:
+    """Codes 0/1 into [False, True] straight from the bits (no hash table to build)."""
+    codes = (pc.fill_null(arr, False) if arr.null_count else arr).to_numpy(zero_copy_only=False)
+    codes = codes.astype(np.int64)
+    if arr.null_count:
+        codes[arr.is_null().to_numpy(zero_copy_only=False)] = -1
+    return Column(**base, kind="categorical", codes=codes, dictionary=_BOOLEANS)  # type: ignore[arg-type]
 
 
 _SAMPLE = 8192

@@ -12,7 +12,7 @@ What it depends on, and what it does not:
   of any size, give the same digest; ``1`` (int) and ``1.0`` (float) do not.
 
 How: each value gets a 64-bit hash (a splitmix64 finalizer over its canonical bits, or a
-position-aware sum over its bytes for strings), computed with numpy over whole columns;
+fold of its 64-bit words for strings), computed with numpy over whole columns;
 a row's hash combines its columns' hashes with per-column odd multipliers and is mixed
 again; the dataset's digest is the sha256 of the column names and families, the row count
 and two independent 64-bit sums of the row hashes.
@@ -37,14 +37,12 @@ from numpy.typing import NDArray
 
 from loopml.data.columns import Column, decode_table
 
-HASH_VERSION = "loopml-rows-v1"
+HASH_VERSION = "loopml-rows-v2"
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
 _NULL = np.uint64(0x6A09E667F3BCC908)  # the hash of a null, in every column
 _LANE2 = np.uint64(0x3C6EF372FE94F82B)
 U64 = NDArray[np.uint64]
-_TABLE_POSITIONS = 64
-_TABLE_SIZE = _TABLE_POSITIONS * 256
 
 
 def mix(v: U64) -> U64:
@@ -60,16 +58,19 @@ def mix(v: U64) -> U64:
     return v
 
 
-_BYTE_TABLE = mix(np.arange(_TABLE_SIZE, dtype=np.uint64) ^ _C1)  # mix(key ^ C1) for keys in range
-
-
 def _salt(*parts: str) -> np.uint64:
     raw = hashlib.sha256("\x1f".join(parts).encode()).digest()[:8]
     return np.uint64(int.from_bytes(raw, "little") | 1)  # odd: multiplying by it is a bijection
 
 
 def hash_bytes(arr: pa.Array) -> U64:
-    """One hash per string/binary value (nulls hash as the empty value: callers overwrite them)."""
+    """One hash per string/binary value (nulls hash as the empty value: callers overwrite them).
+
+    A value's bytes are read as little-endian 64-bit words (the last one zero-padded) and folded
+    into ``mix(length)`` with ``h = mix(h ^ word)``; changing one word changes the hash (``mix``
+    is a bijection).  Whole columns at once: strings are taken longest first, so the ones still
+    being folded at word ``j`` are a prefix and every step is a slice, not a gather.
+    """
     arr = arr.cast(pa.large_binary())
     n = len(arr)
     if n == 0:
@@ -80,19 +81,44 @@ def hash_bytes(arr: pa.Array) -> U64:
     data = data[offsets[0] : offsets[-1]]
     starts = offsets[:-1] - offsets[0]
     lengths = np.diff(offsets)
-    # Each byte counts with its position inside its string, so "ab" and "ba" differ: a random
-    # 64-bit value per (position, byte) from a table for the first 64 positions, mixed beyond.
-    position = np.arange(len(data), dtype=np.uint64) - np.repeat(starts, lengths).astype(np.uint64)
-    keys: U64 = np.left_shift(position, np.uint64(8))
-    np.bitwise_or(keys, data, out=keys)
-    terms = _BYTE_TABLE[np.minimum(keys, _TABLE_SIZE - 1)]
-    far = position >= _TABLE_POSITIONS
-    if far.any():
-        terms[far] = mix(keys[far] ^ _C1)
-    sums = np.zeros(len(data) + 1, dtype=np.uint64)
-    np.cumsum(terms, out=sums[1:])
-    h = sums[starts + lengths] - sums[starts]
-    return mix(h ^ mix(lengths.astype(np.uint64) + _C2))
+    words = np.zeros(len(data) // 8 + 2, dtype=np.uint64)  # room for the word after the last
+    words.view(np.uint8)[: len(data)] = data
+    count = (lengths + 7) // 8
+    most = int(count.max())
+    order = None
+    if most != int(count.min()):  # longest first (a radix sort of small integers)
+        order = np.argsort((most - count).astype(np.min_scalar_type(most)), kind="stable")
+    if order is not None:
+        starts, lengths, count = starts[order], lengths[order], count[order]
+    # active[j]: how many strings (a prefix, longest first) have more than j words
+    active = np.searchsorted(-count, -np.arange(most + 1), side="left")
+    h = mix(lengths.astype(np.uint64) + _C2)
+    for j in range(most):
+        m, last = int(active[j]), int(active[j + 1])  # strings with more than j (j + 1) words
+        word = _words_at(words, starts[:m] + 8 * j)
+        word[last:m] &= _LOW_BYTES[lengths[last:m] - 8 * j]  # a last word keeps only its bytes
+        np.bitwise_xor(h[:m], word, out=h[:m])
+        mix(h[:m])
+    if order is None:
+        return h
+    out = np.empty_like(h)
+    out[order] = h
+    return out
+
+
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _words_at(words: U64, at: NDArray[np.int64]) -> U64:
+    """The little-endian 64-bit words starting at byte offsets ``at`` of ``words``' bytes."""
+    index = np.right_shift(at, 3)
+    shift = np.left_shift(np.bitwise_and(at, 7), 3).astype(np.uint64)
+    low = np.right_shift(words[index], shift)
+    index += 1
+    high = words[index]
+    np.left_shift(high, np.uint64(64) - shift, out=high)  # a shift by 64 gives 0 in numpy
+    np.bitwise_or(low, high, out=low)
+    return low
 
 
 def _fixed_bits(arr: pa.Array, fam: str) -> U64:

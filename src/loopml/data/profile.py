@@ -36,7 +36,7 @@ from loopml.data.hashing import value_hashes
 from loopml.errors import InvalidInput
 
 BINS = 32
-_SUB = 32  # fine bins per histogram bin: quantiles are found in the fine histogram, then exactly
+_SUB = 512  # fine bins per histogram bin: quantiles are found in the fine histogram, then exactly
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 TOP = 50
 
@@ -150,11 +150,11 @@ def _numeric(col: Column) -> ColumnProfile:
         return ColumnProfile(col.name, "numeric", 0, col.null_count, nonfinite)
     lo, hi = float(x.min()), float(x.max())
     mean = float(x.mean())
-    dev = x - mean
-    m2 = float(np.dot(dev, dev))
+    work = np.subtract(x, mean)
+    m2 = float(np.dot(work, work))
     edges = _edges(lo, hi)
     fine_bins = BINS * _SUB
-    idx = _bin_index(x, edges[0], edges[-1], fine_bins)
+    idx = _bin_index(x, edges[0], edges[-1], fine_bins, work)
     fine = np.bincount(idx, minlength=fine_bins)
     hist = fine.reshape(BINS, _SUB).sum(axis=1)
     return ColumnProfile(
@@ -179,8 +179,11 @@ def _edges(lo: float, hi: float) -> NDArray[np.float64]:
     return np.linspace(lo, hi, BINS + 1)
 
 
-def _bin_index(x: NDArray[np.float64], lo: float, hi: float, bins: int) -> NDArray[np.intp]:
-    scaled = np.subtract(x, lo)
+def _bin_index(
+    x: NDArray[np.float64], lo: float, hi: float, bins: int, out: NDArray[np.float64] | None = None
+) -> NDArray[np.intp]:
+    """floor((x - lo) * bins / (hi - lo)), clipped to the bins; ``out`` is scratch space like ``x``."""
+    scaled = np.subtract(x, lo, out=out)
     np.multiply(scaled, bins / (hi - lo), out=scaled)
     idx = scaled.astype(np.intp)
     np.clip(idx, 0, bins - 1, out=idx)
@@ -246,14 +249,17 @@ def _categorical(col: Column) -> ColumnProfile:
 def _categorical_by_hash(col: Column, hashes: NDArray[np.uint64]) -> ColumnProfile:
     """Counts by 64-bit value hash: distinct values are exact unless two of them collide (~n²/2⁶⁵)."""
     assert col.array is not None
-    positions = np.arange(col.length)
+    positions = None
     if col.null_count:
-        valid = col.array.is_valid().to_numpy(zero_copy_only=False)
-        hashes, positions = hashes[valid], positions[valid]
-    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+        positions = np.flatnonzero(col.array.is_valid().to_numpy(zero_copy_only=False))
+        hashes = hashes[positions]
+    unique, counts = _unique_counts(hashes)
     k = min(TOP, len(counts))
     candidates = np.argpartition(-counts, k - 1)[:k] if 0 < k < len(counts) else np.arange(k)
-    values = col.array.take(pa.array(positions[first[candidates]], pa.int64())).to_pylist()
+    first = _first_positions(hashes, unique[candidates])
+    if positions is not None:
+        first = positions[first]
+    values = col.array.take(pa.array(first, pa.int64())).to_pylist()
     top = sorted(zip(values, counts[candidates].tolist(), strict=True), key=lambda vc: (-vc[1], str(vc[0])))
     total = col.length - col.null_count
     return ColumnProfile(
@@ -265,6 +271,28 @@ def _categorical_by_hash(col: Column, hashes: NDArray[np.uint64]) -> ColumnProfi
         top=top,
         other=total - sum(c for _, c in top),
     )
+
+
+def _unique_counts(values: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.intp]]:
+    """np.unique(values, return_counts=True), from one unstable sort (numpy's SIMD sort)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered, np.zeros(0, dtype=np.intp)
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    counts = np.diff(np.append(starts, len(ordered)))
+    return ordered[starts], counts
+
+
+def _first_positions(values: NDArray[np.uint64], wanted: NDArray[np.uint64]) -> NDArray[np.intp]:
+    """For each of the distinct ``wanted`` (all present in ``values``), its first position."""
+    order = np.argsort(wanted)
+    ordered = wanted[order]
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    hits = np.flatnonzero(ordered[at] == values)
+    _, first = np.unique(at[hits], return_index=True)  # hits ascend: the first hit of each value
+    out = np.empty(len(wanted), dtype=np.intp)
+    out[order] = hits[first]
+    return out
 
 
 # ---- merging ----------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class LocalDataService:
         if found is not None:
             return found
         snapshot, size = self._snapshot(src, digest)
-        schema = [Field(f.name, str(f.type), f.nullable) for f in src.table.schema]
+        schema = [Field(f.name, str(f.type), f.nullable) for f in src.schema]
         row = {
             "name": name,
             "digest": digest,

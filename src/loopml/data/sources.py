@@ -26,15 +26,26 @@ from loopml.errors import InvalidInput, NotFound
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+_DICTIONARY_SHARE = 64  # a dictionary page under 1/64 of its column chunk: few distinct values
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A table to register; ``parquet_file`` is set when it is exactly one Parquet file's rows."""
+    """A table to register; ``parquet_file`` is set when it is exactly one Parquet file's rows.
+
+    ``table`` may hold dictionary-encoded columns where the file stores plain strings (they are
+    read as the file encodes them, which is cheaper); ``schema`` is the table's schema as loading
+    the rows gives it back.
+    """
 
     table: pa.Table
     description: str
     parquet_file: Path | None = None
+    stored_schema: pa.Schema | None = None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema if self.stored_schema is None else self.stored_schema
 
 
 def read_source(source: Any) -> Source:
@@ -73,6 +84,10 @@ def _no_views(table: pa.Table) -> pa.Table:
     return table if schema.equals(table.schema) else table.cast(schema)
 
 
+def _no_views_schema(schema: pa.Schema) -> pa.Schema:
+    return _no_views(schema.empty_table()).schema
+
+
 def _kind(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIXES):
@@ -98,14 +113,54 @@ def _read_file(path: Path) -> pa.Table:
     )
 
 
+def _read_parquet(path: Path) -> tuple[pa.Table, pa.Schema]:
+    """One Parquet file's rows, with string columns the file dictionary-encodes kept encoded (the
+    profile and the hash need the dictionary anyway), and its schema as a plain read gives it."""
+    try:
+        file = pq.ParquetFile(path)
+        schema = file.schema_arrow
+        encoded = _dictionary_columns(file.metadata, schema)
+        table = pq.read_table(path, read_dictionary=encoded or None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"cannot read {str(path)!r}: {exc}", details={"field": "source"}) from None
+    plain = schema if not encoded else table.schema
+    for name in encoded:
+        i = plain.get_field_index(name)
+        plain = plain.set(i, plain.field(i).with_type(schema.field(name).type))
+    return _no_views(table), _no_views_schema(plain)
+
+
+def _dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:
+    """Top-level string columns whose every chunk starts with a small dictionary page: few distinct
+    values, so reading them encoded skips materialising the strings.  (A large dictionary page
+    usually means the writer fell back to plain pages, which would cost more to encode.)"""
+    wanted = {f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema in wanted and not _small_dictionary(chunk):
+                wanted.discard(chunk.path_in_schema)
+    return [f.name for f in schema if f.name in wanted] if meta.num_row_groups else []
+
+
+def _small_dictionary(chunk: pq.ColumnChunkMetaData) -> bool:
+    start = chunk.dictionary_page_offset
+    if not chunk.has_dictionary_page or start is None:
+        return False
+    size = chunk.data_page_offset - start
+    return bool(size > 0 and size * _DICTIONARY_SHARE < chunk.total_compressed_size)
+
+
 def _read_path(path: Path) -> Source:
     if not path.exists():
         raise NotFound(f"path {str(path)!r} does not exist", details={"field": "source"})
     resolved = path.resolve()
     if path.is_file():
-        table = _no_views(_read_file(path))
-        single = resolved if _kind(path) == "parquet" else None
-        return Source(table, f"file:{resolved}", single)
+        if _kind(path) == "parquet":
+            table, schema = _read_parquet(path)
+            return Source(table, f"file:{resolved}", resolved, schema)
+        return Source(_no_views(_read_file(path)), f"file:{resolved}")
     parts = sorted(
         p
         for p in path.rglob("*")
