@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from loopml.data.columns import check_names, decode
+from loopml.data.columns import Scratch, check_names, decode
 from loopml.data.hashing import RowDigest, value_hashes
 from loopml.data.profile import ColumnProfile, Profile, profile_column
 
@@ -31,9 +31,12 @@ def analyse(table: pa.Table, workers: int | None = None) -> tuple[str, Profile]:
     names = check_names(table.column_names)
     rows = RowDigest(table.num_rows)
     lock = threading.Lock()
+    local = threading.local()
 
     def one(index: int) -> ColumnProfile:
-        col = decode(names[index], table.column(index))
+        if not hasattr(local, "scratch"):
+            local.scratch = Scratch(table.num_rows)
+        col = decode(names[index], table.column(index), local.scratch)
         if col.kind == "numeric":
             profile = profile_column(col)  # before hashing: the hash may reuse the column's memory
             hashes = value_hashes(col, consume=True)

@@ -45,6 +45,25 @@ class Column:
     codes: NDArray[np.int64] | None = None
     dictionary: pa.Array | None = None
     array: pa.Array | None = None
+    scratch: Scratch | None = None
+
+
+class Scratch:
+    """Reusable row-length buffers of one worker, so that the columns it decodes, profiles and
+    hashes one after the other do not each fault in fresh memory (a third of the time on
+    million-row numeric columns).  Buffer 0 holds a numeric column's decoded values (``finite``,
+    and ``bits`` of floats); 1 and 2 are temporaries of the profile and the hash.  A column decoded
+    into them is valid only until the worker decodes the next one.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._buffers: list[NDArray[np.float64]] = []
+
+    def buffer(self, index: int, length: int) -> NDArray[np.float64]:
+        while len(self._buffers) <= index:
+            self._buffers.append(np.empty(self.rows, dtype=np.float64))
+        return self._buffers[index][:length]
 
 
 def family(t: pa.DataType) -> str:
@@ -93,8 +112,8 @@ def combine(chunked: pa.ChunkedArray) -> pa.Array:
     return chunked.combine_chunks()
 
 
-def decode(name: str, chunked: pa.ChunkedArray) -> Column:
-    """Decode one column of a table (see :class:`Column`)."""
+def decode(name: str, chunked: pa.ChunkedArray, scratch: Scratch | None = None) -> Column:
+    """Decode one column of a table (see :class:`Column`), numbers into ``scratch`` if given."""
     arr = combine(chunked)
     fam = family(arr.type)
     if pa.types.is_dictionary(arr.type):
@@ -103,7 +122,7 @@ def decode(name: str, chunked: pa.ChunkedArray) -> Column:
         arr = arr.dictionary_decode()
     base = {"name": name, "family": fam, "length": len(arr), "null_count": arr.null_count}
     if fam in ("int", "float"):
-        return _numeric(arr, fam, base)
+        return _numeric(arr, fam, base, scratch)
     if fam == "bool":
         return _boolean(arr, base)
     if fam == "string":
@@ -159,18 +178,21 @@ def _mostly_distinct(arr: pa.Array) -> bool:
     return bool(pc.count_distinct(sample).as_py() > _SAMPLE // 2)
 
 
-def _numeric(arr: pa.Array, fam: str, base: dict[str, object]) -> Column:
+def _numeric(arr: pa.Array, fam: str, base: dict[str, object], scratch: Scratch | None) -> Column:
     target = pa.int64() if fam == "int" else pa.float64()
     cast = arr.cast(target, safe=False)  # uint64 above 2**63 keeps its bits, which is all the hash needs
     valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
     values = (pc.fill_null(cast, 0) if arr.null_count else cast).to_numpy()
     if fam == "int":
         bits = values.view(np.uint64)
-        finite = values.astype(np.float64)
+        finite = values.astype(np.float64) if scratch is None else scratch.buffer(0, len(values))
+        if scratch is not None:
+            np.copyto(finite, values, casting="unsafe")
         if valid is not None:
             finite = finite[valid]
-        return Column(**base, kind="numeric", bits=bits, valid=valid, finite=finite)  # type: ignore[arg-type]
-    floats = values + 0.0  # a copy in which -0.0 became 0.0, so the two hash alike
+        return Column(**base, kind="numeric", bits=bits, valid=valid, finite=finite, scratch=scratch)  # type: ignore[arg-type]
+    # A copy in which -0.0 became 0.0, so the two hash alike.
+    floats = np.add(values, 0.0, out=None if scratch is None else scratch.buffer(0, len(values)))
     nan = np.isnan(floats)
     if nan.any():
         floats[nan] = np.nan  # one NaN bit pattern
@@ -183,6 +205,7 @@ def _numeric(arr: pa.Array, fam: str, base: dict[str, object]) -> Column:
         bits=floats.view(np.uint64),
         valid=valid,
         finite=floats if keep.all() else floats[keep],
+        scratch=scratch,
     )
 
 

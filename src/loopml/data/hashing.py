@@ -45,9 +45,9 @@ _LANE2 = np.uint64(0x3C6EF372FE94F82B)
 U64 = NDArray[np.uint64]
 
 
-def mix(v: U64) -> U64:
-    """splitmix64's finalizer, in place on ``v`` (which it returns)."""
-    t = np.right_shift(v, np.uint64(30))
+def mix(v: U64, scratch: U64 | None = None) -> U64:
+    """splitmix64's finalizer, in place on ``v`` (which it returns); ``scratch``: a temporary like ``v``."""
+    t = np.right_shift(v, np.uint64(30), out=scratch)
     np.bitwise_xor(v, t, out=v)
     np.multiply(v, _C1, out=v)
     np.right_shift(v, np.uint64(27), out=t)
@@ -169,8 +169,8 @@ def value_hashes(col: Column, *, consume: bool = False) -> U64:
         return np.append(per_value, _NULL)[col.codes]
     elif col.kind == "numeric":
         assert col.bits is not None
-        writable = consume and col.bits.flags.writeable
-        h = mix(col.bits if writable else col.bits.copy())
+        h, temp = _numeric_buffers(col, consume)
+        mix(h, temp)
         if col.valid is not None:
             h[~col.valid] = _NULL
         return h
@@ -180,6 +180,21 @@ def value_hashes(col: Column, *, consume: bool = False) -> U64:
         assert col.array is not None
         h[col.array.is_null().to_numpy(zero_copy_only=False)] = _NULL
     return h
+
+
+def _numeric_buffers(col: Column, consume: bool) -> tuple[U64, U64 | None]:
+    """Where to mix a numeric column's hashes, and a temporary: its scratch buffers when it has
+    them (the profile is done with buffers 1 and 2 by then), else a copy of its bits."""
+    assert col.bits is not None
+    n, scratch = len(col.bits), col.scratch
+    if consume and col.bits.flags.writeable:
+        h = col.bits
+    elif scratch is None:
+        return col.bits.copy(), None
+    else:
+        h = scratch.buffer(1, n).view(np.uint64)
+        np.copyto(h, col.bits)
+    return h, None if scratch is None else scratch.buffer(2, n).view(np.uint64)
 
 
 def column_salt(col: Column) -> np.uint64:

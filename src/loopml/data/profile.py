@@ -150,11 +150,13 @@ def _numeric(col: Column) -> ColumnProfile:
         return ColumnProfile(col.name, "numeric", 0, col.null_count, nonfinite)
     lo, hi = float(x.min()), float(x.max())
     mean = float(x.mean())
-    work = np.subtract(x, mean)
+    scratch = col.scratch
+    work = np.subtract(x, mean, out=None if scratch is None else scratch.buffer(1, n))
     m2 = float(np.dot(work, work))
     edges = _edges(lo, hi)
     fine_bins = BINS * _SUB
-    idx = _bin_index(x, edges[0], edges[-1], fine_bins, work)
+    idx_out = None if scratch is None else scratch.buffer(2, n).view(np.intp)
+    idx = _bin_index(x, edges[0], edges[-1], fine_bins, work, idx_out)
     fine = np.bincount(idx, minlength=fine_bins)
     hist = fine.reshape(BINS, _SUB).sum(axis=1)
     return ColumnProfile(
@@ -180,12 +182,21 @@ def _edges(lo: float, hi: float) -> NDArray[np.float64]:
 
 
 def _bin_index(
-    x: NDArray[np.float64], lo: float, hi: float, bins: int, out: NDArray[np.float64] | None = None
+    x: NDArray[np.float64],
+    lo: float,
+    hi: float,
+    bins: int,
+    work: NDArray[np.float64] | None = None,
+    out: NDArray[np.intp] | None = None,
 ) -> NDArray[np.intp]:
-    """floor((x - lo) * bins / (hi - lo)), clipped to the bins; ``out`` is scratch space like ``x``."""
-    scaled = np.subtract(x, lo, out=out)
+    """floor((x - lo) * bins / (hi - lo)), clipped to the bins; ``work`` is a temporary like ``x``."""
+    scaled = np.subtract(x, lo, out=work)
     np.multiply(scaled, bins / (hi - lo), out=scaled)
-    idx = scaled.astype(np.intp)
+    if out is None:
+        idx = scaled.astype(np.intp)
+    else:
+        idx = out
+        np.copyto(idx, scaled, casting="unsafe")  # truncates like astype: values are >= 0
     np.clip(idx, 0, bins - 1, out=idx)
     return idx
 
