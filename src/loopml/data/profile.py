@@ -266,8 +266,11 @@ def _categorical_by_hash(col: Column, hashes: NDArray[np.uint64]) -> ColumnProfi
         hashes = hashes[positions]
     unique, counts = _unique_counts(hashes)
     k = min(TOP, len(counts))
-    candidates = np.argpartition(-counts, k - 1)[:k] if 0 < k < len(counts) else np.arange(k)
-    first = _first_positions(hashes, unique[candidates])
+    if len(counts) == len(hashes):  # all distinct (ids): every value counts once, take the first k
+        candidates = first = np.arange(k)
+    else:
+        candidates = np.argpartition(-counts, k - 1)[:k] if 0 < k < len(counts) else np.arange(k)
+        first = _first_positions(hashes, unique[candidates])
     if positions is not None:
         first = positions[first]
     values = col.array.take(pa.array(first, pa.int64())).to_pylist()
