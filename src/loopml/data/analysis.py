@@ -48,9 +48,12 @@ def analyse(table: pa.Table, workers: int | None = None) -> tuple[str, Profile]:
         return profile
 
     count = workers or min(os.cpu_count() or 1, _MAX_WORKERS, len(names))
+    # Largest columns first, so that no worker is left with a long one while the others idle.
+    order = sorted(range(len(names)), key=lambda i: -table.column(i).nbytes)
     if count <= 1:
-        profiles = [one(i) for i in range(len(names))]
+        profiles = [one(i) for i in order]
     else:
         with ThreadPoolExecutor(max_workers=count, thread_name_prefix="loopml-profile") as pool:
-            profiles = list(pool.map(one, range(len(names))))
-    return rows.hexdigest(), Profile(table.num_rows, {p.name: p for p in profiles})
+            profiles = list(pool.map(one, order))
+    by_name = {p.name: p for p in profiles}
+    return rows.hexdigest(), Profile(table.num_rows, {n: by_name[n] for n in names})
