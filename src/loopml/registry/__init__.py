@@ -87,8 +87,11 @@ def _build(settings: Settings) -> RegistryService:
 
         return HttpRegistryService.from_settings(settings)
     from loopml.registry.local import LocalRegistryService
+    from loopml.tracking.local import LocalTrackingService
 
-    return LocalRegistryService.from_settings(settings)
+    tracking = sdk.service(settings)
+    assert isinstance(tracking, LocalTrackingService)
+    return LocalRegistryService.over(tracking, settings.user)
 
 
 def reset() -> None:

@@ -40,6 +40,12 @@ class LocalRegistryService(ModelsMixin, PromotionMixin, LineageMixin, RegistrySe
         tracking = LocalTrackingService(db, ArtifactRepository(db, blobs))
         return cls(db, tracking, LocalDataService(db, blobs, settings.user), settings.user)
 
+    @classmethod
+    def over(cls, tracking: LocalTrackingService, user: str) -> LocalRegistryService:
+        """A registry on ``tracking``'s database and blobs: one engine, one connection pool."""
+        data = LocalDataService(tracking.db, tracking.artifacts.blobs, user)
+        return cls(tracking.db, tracking, data, user)
+
     def _user(self, user: str | None) -> str:
         return user or self.default_user
 

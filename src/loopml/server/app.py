@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
     app.state.tracking = LocalTrackingService.from_settings(settings)
-    app.state.registry = LocalRegistryService.from_settings(settings)
+    app.state.registry = LocalRegistryService.over(app.state.tracking, settings.user)
     app.include_router(api_v1.router)
     app.include_router(api_v1_registry.router)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]

@@ -406,7 +406,7 @@ _LOAD_SQL = {
     "JOIN runs r ON r.id = m.run_id WHERE r.run_uuid IN ({})",
     "inputs": "SELECT i.run_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile, "
     "i.context, i.tags FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid "
-    "WHERE i.run_uuid IN ({})",
+    "WHERE i.run_uuid IN ({}) ORDER BY d.name, d.digest",
     "outputs": "SELECT run_uuid, model_id, step FROM run_outputs WHERE run_uuid IN ({})",
 }
 

@@ -58,10 +58,10 @@ def test_demo_ships_the_best_model_through_the_gate_with_its_lineage(home: Path)
     assert shipment.version.version == 1 and shipment.champion == 1
     assert shipment.version.run_id == first.best.run_id
     assert {r.threshold for r in shipment.gate.results} == set(demo.GATE)
-    assert [d.ref for d in shipment.lineage.datasets] == [
-        f"{demo.TRAIN_DATASET}@1",
-        f"{demo.HOLDOUT_DATASET}@1",
-    ]
+    assert {(d.ref, d.context) for d in shipment.lineage.datasets} == {
+        (f"{demo.TRAIN_DATASET}@1", "training"),
+        (f"{demo.HOLDOUT_DATASET}@1", "evaluation"),
+    }
     model = loopml.models.load(f"models:/{demo.MODEL_NAME}@champion")
     assert first.data is not None
     expected = first.data.y_test.to_numpy()
