@@ -67,9 +67,10 @@ def hash_bytes(arr: pa.Array) -> U64:
     """One hash per string/binary value (nulls hash as the empty value: callers overwrite them).
 
     A value's bytes are read as little-endian 64-bit words (the last one zero-padded) and folded
-    into ``mix(length)`` with ``h = mix(h ^ word)``; changing one word changes the hash (``mix``
-    is a bijection).  Whole columns at once: strings are taken longest first, so the ones still
-    being folded at word ``j`` are a prefix and every step is a slice, not a gather.
+    into a constant per length, ``(length + C2) * C1``, with ``h = mix(h ^ word)``; changing one
+    word changes the hash (``mix`` is a bijection).  Whole columns at once: strings are taken
+    longest first, so the ones still being folded at word ``j`` are a prefix and every step is a
+    slice, not a gather.
     """
     arr = arr.cast(pa.large_binary())
     n = len(arr)
@@ -83,7 +84,7 @@ def hash_bytes(arr: pa.Array) -> U64:
     lengths = np.diff(offsets)
     words = np.zeros(len(data) // 8 + 2, dtype=np.uint64)  # room for the word after the last
     words.view(np.uint8)[: len(data)] = data
-    count = (lengths + 7) // 8
+    count = np.right_shift(lengths + 7, 3)
     most = int(count.max())
     order = None
     if most != int(count.min()):  # longest first (a radix sort of small integers)
@@ -92,7 +93,9 @@ def hash_bytes(arr: pa.Array) -> U64:
         starts, lengths, count = starts[order], lengths[order], count[order]
     # active[j]: how many strings (a prefix, longest first) have more than j words
     active = np.searchsorted(-count, -np.arange(most + 1), side="left")
-    h = mix(lengths.astype(np.uint64) + _C2)
+    h = lengths.astype(np.uint64)
+    np.add(h, _C2, out=h)
+    np.multiply(h, _C1, out=h)
     for j in range(most):
         m, last = int(active[j]), int(active[j + 1])  # strings with more than j (j + 1) words
         word = _words_at(words, starts[:m] + 8 * j)
@@ -112,7 +115,7 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], 
 def _words_at(words: U64, at: NDArray[np.int64]) -> U64:
     """The little-endian 64-bit words starting at byte offsets ``at`` of ``words``' bytes."""
     index = np.right_shift(at, 3)
-    shift = np.left_shift(np.bitwise_and(at, 7), 3).astype(np.uint64)
+    shift = np.left_shift(np.bitwise_and(at.view(np.uint64), np.uint64(7)), np.uint64(3))  # at >= 0
     low = np.right_shift(words[index], shift)
     index += 1
     high = words[index]
