@@ -22,13 +22,16 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 venv: $(VENV)/.synced
 
-# Debian packages the tests need (a real PostgreSQL); installed only when root and missing.
+# Debian packages the tests need (a real PostgreSQL and Redis); installed only when root and missing.
 sysdeps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing postgresql (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else echo "postgresql missing and not root: the PostgreSQL tests will be skipped"; fi; \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
 demo: venv
