@@ -340,3 +340,5 @@ model_transitions = Table(
     Column("approved_by", String(256), nullable=True),
     Index("ix_model_transitions_version", "model_id", "version", "timestamp"),
 )
+
+# ---- serving: endpoints, traffic policies, deployment events (migration 0005) ----------------
