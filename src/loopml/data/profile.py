@@ -266,8 +266,11 @@ def _categorical_by_hash(col: Column, hashes: NDArray[np.uint64]) -> ColumnProfi
         hashes = hashes[positions]
     unique, counts = _unique_counts(hashes)
     k = min(TOP, len(counts))
-    if len(counts) == len(hashes):  # all distinct (ids): every value counts once, take the first k
-        candidates = first = np.arange(k)
+    if len(counts) == len(hashes):
+        # All distinct (ids): every value counts once; the k with the smallest hashes, so that the
+        # same rows in another order give the same list.
+        candidates = np.arange(k)
+        first = np.argpartition(hashes, k - 1)[:k] if 0 < k < len(hashes) else np.arange(k)
     else:
         candidates = np.argpartition(-counts, k - 1)[:k] if 0 < k < len(counts) else np.arange(k)
         first = _first_positions(hashes, unique[candidates])
