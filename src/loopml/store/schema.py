@@ -342,3 +342,33 @@ model_transitions = Table(
 )
 
 # ---- serving: endpoints, traffic policies, deployment events (migration 0005) ----------------
+
+# One row per endpoint; the traffic policy and batching config are JSON (serving.records).
+# revision grows on every update so hosts notice a change with one integer comparison.
+serving_endpoints = Table(
+    "serving_endpoints",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("policy", Text, nullable=False),
+    Column("batching", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+# Append-only history of traffic changes; kept after the endpoint is deleted (no foreign key).
+deployment_events = Table(
+    "deployment_events",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("endpoint", String(128), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("policy", Text, nullable=True),
+    Index("ix_deployment_events_endpoint", "endpoint", "timestamp"),
+)
