@@ -193,18 +193,22 @@ def _numeric(arr: pa.Array, fam: str, base: dict[str, object], scratch: Scratch 
         return Column(**base, kind="numeric", bits=bits, valid=valid, finite=finite, scratch=scratch)  # type: ignore[arg-type]
     # A copy in which -0.0 became 0.0, so the two hash alike.
     floats = np.add(values, 0.0, out=None if scratch is None else scratch.buffer(0, len(values)))
-    nan = np.isnan(floats)
-    if nan.any():
-        floats[nan] = np.nan  # one NaN bit pattern
-    keep = np.isfinite(floats)
-    if valid is not None:
-        keep &= valid
+    if len(floats) and np.isfinite(floats.min()) and np.isfinite(floats.max()):  # no NaN, no inf
+        finite = floats if valid is None else floats[valid]
+    else:
+        nan = np.isnan(floats)
+        if nan.any():
+            floats[nan] = np.nan  # one NaN bit pattern
+        keep = np.isfinite(floats)
+        if valid is not None:
+            keep &= valid
+        finite = floats if keep.all() else floats[keep]
     return Column(
         **base,  # type: ignore[arg-type]
         kind="numeric",
         bits=floats.view(np.uint64),
         valid=valid,
-        finite=floats if keep.all() else floats[keep],
+        finite=finite,
         scratch=scratch,
     )
 
