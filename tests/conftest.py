@@ -14,6 +14,7 @@ from loopml.tracking.local import LocalTrackingService
 from loopml.tracking.service import TrackingService
 from tests.support.live_server import live_server
 from tests.support.postgres import find_pg_bin, postgres_server
+from tests.support.redis import find_redis_server, redis_server
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -26,6 +27,17 @@ def postgres_url() -> Iterator[str]:
             pytest.fail("PostgreSQL is not installed in CI: `make sysdeps` should have installed it")
         pytest.skip("PostgreSQL not installed: run `make sysdeps` as root")
     with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 for the session: ``redis://127.0.0.1:PORT``."""
+    if find_redis_server() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed in CI: `make sysdeps` should have installed it")
+        pytest.skip("redis-server not installed: run `make sysdeps` as root")
+    with redis_server() as url:
         yield url
 
 

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from loopml import __version__
 from loopml.cli import data, experiments, runs
 from loopml.cli import models as models_cli
+from loopml.cli import stream as stream_cli
 from loopml.errors import LoopmlError
 
 
@@ -45,6 +46,7 @@ app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
 app.add_typer(data.app, name="data")
 app.add_typer(models_cli.app, name="models")
+app.command("stream")(stream_cli.stream)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,181 @@
+"""Messages to model input, model output to per-message predictions.
+
+Stream payloads arrive as text (a Redis entry's fields are strings) or as JSON (a Kafka
+value): the model's signature says what each field becomes. A message carries either
+one field per input column, or the whole row as a JSON object in a single ``data`` field;
+a model that takes a tensor reads the row from ``inputs`` (a JSON list).
+
+>>> from loopml.models.signature import Column, Schema, Signature
+>>> sig = Signature(Schema("columns", (Column("age", "int64"), Column("plan", "object"))))
+>>> payloads_to_input(sig, [{"age": "41", "plan": "pro"}]).dtypes.to_dict()
+{'age': dtype('int64'), 'plan': dtype('O')}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from loopml.errors import InvalidInput
+from loopml.models.signature import Schema, Signature, is_dataframe
+
+ENVELOPE_FIELD = "data"
+TENSOR_FIELD = "inputs"
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def payloads_to_input(signature: Signature | None, payloads: Sequence[dict[str, Any]]) -> Any:
+    """The DataFrame (or array, for a tensor model) that ``payloads`` describe, typed per the signature.
+
+    Raises ``InvalidInput`` naming the field when a message lacks a column or a value
+    does not convert to the column's type. Fields the model does not take are ignored
+    (messages often carry keys and metadata alongside the features).
+    """
+    schema = signature.inputs if signature else None
+    rows = [_unwrap(schema, p) for p in payloads]
+    if schema is None:
+        return _untyped_frame(rows)
+    if schema.kind == "tensor":
+        return _tensor(schema, rows)
+    return _columns(schema, rows)
+
+
+def _unwrap(schema: Schema | None, payload: dict[str, Any]) -> dict[str, Any]:
+    names = {c.name for c in schema.columns} if schema is not None else set()
+    if set(payload) != {ENVELOPE_FIELD} or ENVELOPE_FIELD in names:
+        return payload
+    value = payload[ENVELOPE_FIELD]
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInput(
+                f"field {ENVELOPE_FIELD!r} is not valid JSON; send the row as a JSON object",
+                details={"field": ENVELOPE_FIELD},
+            ) from None
+    if isinstance(value, list):
+        return {TENSOR_FIELD: value}
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"field {ENVELOPE_FIELD!r} must hold a JSON object (one row); got {type(value).__name__}",
+            details={"field": ENVELOPE_FIELD},
+        )
+    return value
+
+
+def _columns(schema: Schema, rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    names = [c.name for c in schema.columns]
+    for row in rows:
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise InvalidInput(
+                f"message has no field(s) {missing}; the model takes the fields {names}",
+                details={"field": missing[0], "expected": names},
+            )
+    frame = pd.DataFrame({n: [row[n] for row in rows] for n in names})
+    for col in schema.columns:
+        frame[col.name] = _convert(frame[col.name], col.name, col.dtype)
+    return frame
+
+
+def _convert(series: Any, name: str, dtype: str) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        return series  # pandas extension dtypes (category, string): the model conforms them
+    try:
+        if kind == "b":
+            return series.map(_to_bool).astype(bool)
+        if kind in "iuf":
+            return pd.to_numeric(series).astype(dtype)
+        if kind == "M":
+            return pd.to_datetime(series)
+    except (ValueError, TypeError):
+        expected = {"b": "a boolean", "M": "a date-time"}.get(kind, "a number")
+        raise InvalidInput(
+            f"field {name!r} must be {expected} ({dtype}); convert it before sending",
+            details={"field": name, "expected_type": dtype},
+        ) from None
+    return series
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def _tensor(schema: Schema, rows: list[dict[str, Any]]) -> Any:
+    import numpy as np
+
+    values = []
+    for row in rows:
+        value = row.get(TENSOR_FIELD)
+        if isinstance(value, str | bytes):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, list):
+            raise InvalidInput(
+                f"the model takes a tensor: send field {TENSOR_FIELD!r} as a JSON list "
+                f"of shape {list(schema.shape[1:])}",
+                details={"field": TENSOR_FIELD, "expected_shape": list(schema.shape)},
+            )
+        values.append(value)
+    try:
+        return np.asarray(values, dtype=schema.dtype or None)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"field {TENSOR_FIELD!r} must be a list of shape {list(schema.shape[1:])} of {schema.dtype}",
+            details={"field": TENSOR_FIELD, "expected_type": schema.dtype},
+        ) from None
+
+
+def _untyped_frame(rows: list[dict[str, Any]]) -> Any:
+    """Without a signature: a column becomes numeric when every value in it parses as a number."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for name in frame.columns:
+        with contextlib.suppress(ValueError, TypeError):
+            frame[name] = pd.to_numeric(frame[name])
+    return frame
+
+
+def split_outputs(result: Any, count: int) -> list[Any]:
+    """One JSON-ready prediction per input row: a number, a list (one row of an array) or an object.
+
+    >>> import numpy as np
+    >>> split_outputs(np.array([[0.2, 0.8], [0.9, 0.1]]), 2)
+    [[0.2, 0.8], [0.9, 0.1]]
+    """
+    import numpy as np
+
+    if is_dataframe(result):
+        # to_json turns NumPy scalars, NaN and timestamps into JSON the way pandas readers expect.
+        rows: list[Any] = json.loads(result.to_json(orient="records", date_format="iso"))
+    elif type(result).__module__.startswith("pandas"):  # a Series
+        rows = json.loads(result.to_json(orient="values", date_format="iso"))
+    else:
+        rows = np.asarray(result).tolist()
+    if len(rows) != count:
+        raise InvalidInput(
+            f"the model returned {len(rows)} predictions for {count} messages; "
+            "a streamed model must return one prediction per input row",
+            details={"field": "prediction"},
+        )
+    return rows
