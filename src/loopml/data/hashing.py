@@ -147,7 +147,8 @@ def _other_values(col: Column) -> U64:
     if fam in ("binary", "decimal"):
         return hash_bytes(arr.cast(pa.string()) if fam == "decimal" else arr)
     if fam in ("date", "time", "duration") or fam.startswith("timestamp"):
-        return mix(_fixed_bits(arr, fam) ^ _salt(fam))
+        bits = _fixed_bits(arr, fam)  # a fresh copy: xor and mix in place
+        return mix(np.bitwise_xor(bits, _salt(fam), out=bits))
     # Nested and rare types: canonical JSON per value (slow, but exact and stable).
     texts = [json.dumps(v, sort_keys=True, default=str) for v in arr.to_pylist()]
     return hash_bytes(pa.array(texts, pa.large_string()))
