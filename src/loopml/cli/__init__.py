@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from loopml import __version__
 from loopml.cli import data, experiments, runs
 from loopml.cli import models as models_cli
+from loopml.cli import predict as predict_cli
 from loopml.cli import stream as stream_cli
 from loopml.errors import LoopmlError
 
@@ -46,6 +47,7 @@ app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
 app.add_typer(data.app, name="data")
 app.add_typer(models_cli.app, name="models")
+app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)
 
 
