@@ -30,6 +30,7 @@ from loopml.tracking.records import (
     DatasetInput,
     Experiment,
     ExperimentPage,
+    LoggedModel,
     Metric,
     MetricTuple,
     Param,
@@ -264,6 +265,40 @@ class HttpTrackingService(ApiClient, TrackingService):
             params["path"] = safe_relpath(path, allow_root=True)
         found = self._call("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
         return [codec.file_info_from_dict(f) for f in found["files"]]
+
+    # -- MLflow 3 logged models (read side) -------------------------------------------------
+    def get_logged_model(self, model_id: str) -> LoggedModel:
+        return codec.logged_model_from_dict(self._call("GET", f"/logged-models/{_q(model_id)}"))
+
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        max_results: int = 100,
+        page_token: str | None = None,
+        filter_string: str = "",
+    ) -> tuple[list[LoggedModel], str | None]:
+        params: dict[str, Any] = {"experiment_id": [str(e) for e in experiment_ids]}
+        params.update(max_results=max_results, filter=filter_string)
+        if page_token:
+            params["page_token"] = page_token
+        body = self._call("GET", "/logged-models", params=params)
+        return [codec.logged_model_from_dict(m) for m in body["models"]], body.get("next_page_token")
+
+    def list_logged_model_artifacts(
+        self, model_id: str, path: str | None = None, recursive: bool = False
+    ) -> list[FileInfo]:
+        params: dict[str, str] = {"recursive": "true"} if recursive else {}
+        if path:
+            params["path"] = safe_relpath(path, allow_root=True)
+        found = self._call("GET", f"/logged-models/{_q(model_id)}/artifacts", params=params)
+        return [codec.file_info_from_dict(f) for f in found["files"]]
+
+    def iter_logged_model_artifact(self, model_id: str, path: str) -> Iterator[bytes]:
+        url = f"/logged-models/{_q(model_id)}/artifact-content/{_qp(path)}"
+        response = self._send("GET", url, safe=True)
+        if response.status_code >= 400:
+            raise _error(response)
+        return iter([response.content])
 
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path:
         dest = Path(dest)

@@ -18,13 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from loopml.config import Settings
 from loopml.errors import InvalidInput, PermissionDenied
-from loopml.models._fetch import digest_tag, materialize, read_manifest
+from loopml.models._fetch import (
+    LoggedModelFiles,
+    ModelFiles,
+    RunFiles,
+    digest_tag,
+    materialize,
+    missing,
+    read_manifest,
+)
+from loopml.models._mlmodel import loopml_redirect, read_mlflow_manifest, run_model_files
 from loopml.models.flavors import Flavor, Predictor, Saved, detect, get_flavor
 from loopml.models.flavors._pickle import PICKLE_LOADERS
 from loopml.models.flavors.base import installed_versions
 from loopml.models.manifest import MANIFEST_NAME, Manifest, build_files
 from loopml.models.signature import Signature, conform, is_dataframe
-from loopml.models.uris import RUNS_SCHEME, resolve
+from loopml.models.uris import RUNS_SCHEME, LoggedModelSource, resolve
 from loopml.store.paths import safe_relpath
 
 if TYPE_CHECKING:  # the tracking stack (SQLAlchemy) loads only when a model is logged or loaded
@@ -197,12 +206,15 @@ def _record_logged_model(
 
 
 def load(uri: str, *, trust_pickle: bool = False, manifest_digest: str | None = None) -> LoadedModel:
-    """Load a model by URI: ``runs:/<run_id>/<path>``, ``mlflow-artifacts:/…`` or
-    ``models:/name@alias`` / ``models:/name/3`` (resolved by the registry).
+    """Load a model by URI: ``runs:/<run_id>/<path>``, ``mlflow-artifacts:/…``,
+    ``models:/name@alias`` / ``models:/name/3`` (resolved by the registry) or an MLflow 3
+    logged model ``models:/m-<id>``.
 
     Every file's sha256 is checked before it is read; a pickle-based model needs
     ``trust_pickle=True``; ``manifest_digest`` (``ModelInfo.manifest_digest``) pins the
-    exact model expected.
+    exact model expected. Models the mlflow client logged (an ``MLmodel`` directory) load
+    too: sklearn (skops), xgboost, lightgbm and onnx flavors, verified against the artifact
+    store's own sha256 of each file (see :mod:`loopml.models.flavors._mlflow`).
 
     >>> model = load("models:/churn@champion")  # doctest: +SKIP
     >>> model.predict(frame)                    # doctest: +SKIP
@@ -211,7 +223,20 @@ def load(uri: str, *, trust_pickle: bool = False, manifest_digest: str | None = 
 
     resolved = resolve(uri)
     svc = sdk.service()
-    manifest, digest = read_manifest(svc, resolved.source, manifest_digest or resolved.manifest_digest)
+    expected = manifest_digest or resolved.manifest_digest
+    source = resolved.source
+    if isinstance(source, LoggedModelSource):
+        redirect = loopml_redirect(svc, source)
+        if redirect is None:
+            return _load_mlflow(LoggedModelFiles(svc, source), expected, uri, trust_pickle)
+        source, expected = redirect[0], expected or redirect[1]
+    found = read_manifest(svc, source, expected)
+    if found is None:
+        files = run_model_files(svc, source)
+        if files is None:
+            raise missing(svc, source)
+        return _load_mlflow(files, expected, uri, trust_pickle)
+    manifest, digest = found
     flavor = get_flavor(manifest.flavor)
     saved = Saved(manifest.loader, dict(manifest.options))
     flavor.check_loader(saved, uri)
@@ -221,9 +246,20 @@ def load(uri: str, *, trust_pickle: bool = False, manifest_digest: str | None = 
             "pass trust_pickle=True only if you trust who logged it",
             details={"field": "trust_pickle", "loader": manifest.loader},
         )
-    local = materialize(svc, resolved.source, manifest, digest, _cache_root())
+    local = materialize(RunFiles(svc, source), manifest, digest, _cache_root())
     _warn_on_version_drift(manifest, uri)
     return LoadedModel(flavor.load(local, saved, trust_pickle=trust_pickle), manifest, uri, digest)
+
+
+def _load_mlflow(files: ModelFiles, expected: str | None, uri: str, trust_pickle: bool) -> LoadedModel:
+    """A model the mlflow client logged: refused (pickle, unknown flavor) before any model file
+    is fetched, then every file checked against the artifact store's sha256."""
+    manifest, digest = read_mlflow_manifest(files, expected, trust_pickle)
+    saved = Saved(manifest.loader, dict(manifest.options))
+    local = materialize(files, manifest, digest, _cache_root())
+    _warn_on_version_drift(manifest, uri)
+    predictor = get_flavor(manifest.flavor).load(local, saved, trust_pickle=trust_pickle)
+    return LoadedModel(predictor, manifest, uri, digest)
 
 
 def _cache_root() -> Path:

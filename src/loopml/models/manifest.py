@@ -107,6 +107,15 @@ def build_files(root: Path) -> dict[str, str]:
     }
 
 
+def tree_digest(files: Mapping[str, str]) -> str:
+    """One sha256 over ``{relative path: sha256}`` (the digest the registry records for a model
+    directory without a loopml manifest): the same files give the same digest."""
+    hasher = hashlib.sha256()
+    for name in sorted(files):
+        hasher.update(f"{name}\0{files[name]}\n".encode())
+    return hasher.hexdigest()
+
+
 def verify_files(root: Path, files: Mapping[str, str], *, where: str) -> None:
     """Raise ``IntegrityError`` naming the first file under ``root`` whose sha256 differs."""
     for name, expected in files.items():

@@ -10,12 +10,11 @@ switch over.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 from loopml.errors import InvalidInput, NotFound
-from loopml.models.manifest import MANIFEST_NAME
+from loopml.models.manifest import MANIFEST_NAME, tree_digest
 from loopml.store.artifacts import ArtifactRepository, FileInfo
 from loopml.store.paths import join, safe_relpath
 from loopml.tracking._artifacts import ARTIFACT_SCHEME, artifact_prefix
@@ -149,7 +148,8 @@ def _from_artifact_uri(tracking: LocalTrackingService, source: str) -> ResolvedS
 
 def _tree_digest(artifacts: ArtifactRepository, prefix: str, source: str) -> str:
     """The loopml model manifest's sha256 if there is one, else a sha256 over every
-    (relative path, file sha256) pair under ``prefix`` — the same bytes give the same digest."""
+    (relative path, file sha256) pair under ``prefix`` — the same bytes give the same digest,
+    and :func:`loopml.models.load` checks an MLflow-format model's files against it."""
     manifest = artifacts.lookup(join(prefix, MODEL_MANIFEST))
     if manifest is not None and manifest.digest:
         return manifest.digest
@@ -159,8 +159,5 @@ def _tree_digest(artifacts: ArtifactRepository, prefix: str, source: str) -> str
         if single is None:
             raise _refused(source, "no artifacts were logged there")
         files = [FileInfo(prefix + "/" + prefix.rsplit("/", 1)[-1], False, single.file_size, single.digest)]
-    h = hashlib.sha256()
     start = len(prefix) + 1
-    for f in files:
-        h.update(f"{f.path[start:]}\0{f.digest}\n".encode())
-    return h.hexdigest()
+    return tree_digest({f.path[start:]: f.digest or "" for f in files})

@@ -59,7 +59,8 @@ def find_version(registry: RegistryService, uri: str) -> ModelVersion:
 
 
 def loadable_source(mv: ModelVersion) -> str:
-    """``runs:/<run>/<path>`` when the files are a run's artifacts, else the storage location."""
+    """``runs:/<run>/<path>`` when the files are a run's artifacts, else the storage location
+    (an MLflow 3 logged model's ``mlflow-artifacts:/<exp>/models/m-<id>/artifacts``)."""
     location = mv.storage_location
     parts = location.removeprefix("mlflow-artifacts:/").split("/", 3)
     if mv.run_id and len(parts) >= 3 and parts[1] == mv.run_id and parts[2] == "artifacts":
@@ -69,16 +70,21 @@ def loadable_source(mv: ModelVersion) -> str:
 
 def resolve_model_uri(uri: str) -> tuple[str, str | None]:
     """The loadable source of the version ``uri`` names, and the digest the registry recorded
-    for it (the manifest's sha256 when loopml.models logged it, so loading pins those bytes)."""
+    for it (the manifest's sha256 when loopml.models logged it, else the digest of its file
+    listing), so loading pins the registered bytes."""
     mv = find_version(service(), uri)
     source = loadable_source(mv)
     return source, _manifest_digest(mv, source)
 
 
 def _manifest_digest(mv: ModelVersion, source: str) -> str | None:
-    if not (mv.run_id and source.startswith("runs:/")):
+    if not source.startswith("runs:/"):
+        return mv.digest  # a logged model's files: the registry digested their listing
+    if not mv.run_id:
         return None
     path = source.removeprefix(f"runs:/{mv.run_id}").strip("/")
     entries = sdk.service().list_artifacts(mv.run_id, path or None)
     manifest = next((f for f in entries if f.path.rsplit("/", 1)[-1] == MANIFEST_NAME), None)
-    return mv.digest if manifest is not None and manifest.digest == mv.digest else None
+    if manifest is None:
+        return mv.digest  # an MLflow-format directory in the run's artifacts: its listing's digest
+    return mv.digest if manifest.digest == mv.digest else None

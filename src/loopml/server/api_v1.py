@@ -292,3 +292,38 @@ async def upload_artifact(run_id: str, path: str, request: Request) -> dict[str,
 async def download_artifact(run_id: str, path: str, request: Request) -> StreamingResponse:
     chunks: Iterator[bytes] = await run_in_threadpool(_svc(request).iter_artifact, run_id, path)
     return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+# -- MLflow 3 logged models (read side) ------------------------------------------------------
+@router.get("/logged-models")
+async def search_logged_models(
+    request: Request,
+    experiment_id: list[str] = Query(...),
+    filter: str = "",
+    max_results: int = 100,
+    page_token: str | None = None,
+) -> dict[str, Any]:
+    found, token = await run_in_threadpool(
+        _svc(request).search_logged_models, experiment_id, max_results, page_token, filter
+    )
+    return {"models": [codec.logged_model_to_dict(m) for m in found], "next_page_token": token}
+
+
+@router.get("/logged-models/{model_id}")
+async def get_logged_model(model_id: str, request: Request) -> dict[str, Any]:
+    return codec.logged_model_to_dict(await run_in_threadpool(_svc(request).get_logged_model, model_id))
+
+
+@router.get("/logged-models/{model_id}/artifacts")
+async def list_logged_model_artifacts(
+    model_id: str, request: Request, path: str = "", recursive: bool = Query(False)
+) -> dict[str, Any]:
+    files = await run_in_threadpool(_svc(request).list_logged_model_artifacts, model_id, path, recursive)
+    return {"files": [codec.file_info_to_dict(f) for f in files]}
+
+
+@router.get("/logged-models/{model_id}/artifact-content/{path:path}")
+async def download_logged_model_artifact(model_id: str, path: str, request: Request) -> StreamingResponse:
+    svc = _svc(request)
+    chunks: Iterator[bytes] = await run_in_threadpool(svc.iter_logged_model_artifact, model_id, path)
+    return StreamingResponse(chunks, media_type="application/octet-stream")

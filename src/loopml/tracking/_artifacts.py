@@ -37,12 +37,24 @@ class ArtifactsMixin:
             raise NotFound(f"run {run_id!r} does not exist", details={"run_id": run_id})
         return artifact_prefix(str(uri))
 
-    def list_artifacts(self, run_id: str, path: str | None = None, recursive: bool = False) -> list[FileInfo]:
-        prefix = self._run_prefix(run_id)
+    def _model_prefix(self, model_id: str) -> str:
+        db = self.artifacts.db
+        with db.read() as conn:
+            uri = conn.exec_driver_sql(
+                db.sql("SELECT artifact_location FROM logged_models WHERE model_id = ?"), (model_id,)
+            ).scalar()
+        if uri is None:
+            raise NotFound(f"logged model {model_id!r} does not exist", details={"model_id": model_id})
+        return artifact_prefix(str(uri))
+
+    def _list_under(self, prefix: str, path: str | None, recursive: bool) -> list[FileInfo]:
         start = len(prefix) + 1
         full = join(prefix, safe_relpath(path or "", allow_root=True))
         found = self.artifacts.walk(full) if recursive else self.artifacts.list(full)
         return [FileInfo(f.path[start:], f.is_dir, f.file_size, f.digest) for f in found]
+
+    def list_artifacts(self, run_id: str, path: str | None = None, recursive: bool = False) -> list[FileInfo]:
+        return self._list_under(self._run_prefix(run_id), path, recursive)
 
     def download_artifacts(self, run_id: str, path: str, dest: Path) -> Path:
         full = join(self._run_prefix(run_id), safe_relpath(path, allow_root=True))
@@ -57,3 +69,12 @@ class ArtifactsMixin:
     def iter_artifact(self, run_id: str, path: str) -> Iterator[bytes]:
         """The verified bytes of one artifact file."""
         return self.artifacts.iter_bytes(join(self._run_prefix(run_id), safe_relpath(path)))
+
+    def list_logged_model_artifacts(
+        self, model_id: str, path: str | None = None, recursive: bool = False
+    ) -> list[FileInfo]:
+        return self._list_under(self._model_prefix(model_id), path, recursive)
+
+    def iter_logged_model_artifact(self, model_id: str, path: str) -> Iterator[bytes]:
+        """The verified bytes of one file of an MLflow 3 logged model."""
+        return self.artifacts.iter_bytes(join(self._model_prefix(model_id), safe_relpath(path)))

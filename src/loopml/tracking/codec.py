@@ -19,6 +19,7 @@ from loopml.tracking.records import (
     Comparison,
     DatasetInput,
     Experiment,
+    LoggedModel,
     Metric,
     ModelOutput,
     Run,
@@ -87,6 +88,14 @@ def file_info_to_dict(f: FileInfo) -> JSON:
 
 def file_info_from_dict(d: JSON) -> FileInfo:
     return FileInfo(**d)
+
+
+def logged_model_to_dict(m: LoggedModel) -> JSON:
+    return asdict(m)
+
+
+def logged_model_from_dict(d: JSON) -> LoggedModel:
+    return LoggedModel(**d)
 
 
 def comparison_to_dict(c: Comparison) -> JSON:

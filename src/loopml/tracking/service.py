@@ -18,6 +18,7 @@ from loopml.tracking.records import (
     DatasetInput,
     Experiment,
     ExperimentPage,
+    LoggedModel,
     Metric,
     MetricTuple,
     Param,
@@ -165,6 +166,32 @@ class TrackingService(abc.ABC):
     @abc.abstractmethod
     def iter_artifact(self, run_id: str, path: str) -> Iterator[bytes]:
         """The verified bytes of one artifact file."""
+
+    # MLflow 3 logged models: read side (``mlflow.<flavor>.log_model`` writes them)
+    @abc.abstractmethod
+    def get_logged_model(self, model_id: str) -> LoggedModel: ...
+
+    @abc.abstractmethod
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        max_results: int = 100,
+        page_token: str | None = None,
+        filter_string: str = "",
+    ) -> tuple[list[LoggedModel], str | None]:
+        """Active logged models, newest first; ``filter_string`` is ``name = '...'`` and/or
+        ``source_run_id = '...'`` joined by AND."""
+
+    @abc.abstractmethod
+    def list_logged_model_artifacts(
+        self, model_id: str, path: str | None = None, recursive: bool = False
+    ) -> list[FileInfo]:
+        """Like :meth:`list_artifacts`, under the logged model's own artifact root; each file
+        carries the sha256 the artifact store recorded for it."""
+
+    @abc.abstractmethod
+    def iter_logged_model_artifact(self, model_id: str, path: str) -> Iterator[bytes]:
+        """The verified bytes of one file under the logged model's artifact root."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -21,6 +21,7 @@ FLAVORS: dict[str, str] = {
     "onnx": "loopml.models.flavors._onnx:OnnxFlavor",
     "sklearn": "loopml.models.flavors._sklearn:SklearnFlavor",
     "pyfunc": "loopml.models.flavors._pyfunc:PyfuncFlavor",
+    "mlflow": "loopml.models.flavors._mlflow:MlflowFlavor",  # reads MLmodel directories; never detected
 }
 _instances: dict[str, Flavor] = {}
 

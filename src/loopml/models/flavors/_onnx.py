@@ -62,19 +62,23 @@ class OnnxFlavor(Flavor):
         return Saved("onnx", {}, packages)
 
     def load(self, src: Path, saved: Saved, *, trust_pickle: bool) -> Predictor:
-        import onnxruntime as ort
-
-        path = src / MODEL_FILE
-        external_locations(path, src)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # predictable on shared machines; batch scoring is vectorised
-        return OnnxPredictor(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        return load_onnx(src / MODEL_FILE, src)
 
     def predictor(self, model: Any) -> Predictor:
         import onnxruntime as ort
 
         data = Path(model).read_bytes() if isinstance(model, str | Path) else model.SerializeToString()
         return OnnxPredictor(ort.InferenceSession(data, providers=["CPUExecutionProvider"]))
+
+
+def load_onnx(path: Path, root: Path) -> OnnxPredictor:
+    """A CPU session over ``path``, once its external data is checked to lie inside ``root``."""
+    import onnxruntime as ort
+
+    external_locations(path, root)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # predictable on shared machines; batch scoring is vectorised
+    return OnnxPredictor(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
 
 
 def external_locations(model_file: Path, root: Path) -> list[str]:

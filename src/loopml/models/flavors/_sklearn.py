@@ -59,16 +59,21 @@ class SklearnFlavor(Flavor):
         if saved.loader in PICKLE_LOADERS:
             found: Predictor = load_pickle(src / PICKLE_FILE, trust_pickle=trust_pickle)
             return found
-        import skops.io as sio
+        return load_skops(src / SKOPS_FILE)
 
-        path = src / SKOPS_FILE
-        untrusted = sio.get_untrusted_types(file=path)
-        refused = refused_types(untrusted)
-        if refused:
-            raise PermissionDenied(
-                f"the skops file names types outside loopml's allow-list ({', '.join(refused)}); "
-                "it was not loaded. Re-log the model with scikit-learn/numpy/scipy components only",
-                details={"field": "model", "untrusted": refused},
-            )
-        model: Predictor = sio.load(path, trusted=untrusted)
-        return model
+
+def load_skops(path: Path, also_trusted: frozenset[str] = frozenset()) -> Predictor:
+    """A skops file rebuilt only if every type it names is in loopml's allow-list (or in the
+    caller's fixed ``also_trusted`` names); the file's own list of trusted types is never used."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = [t for t in refused_types(untrusted) if t not in also_trusted]
+    if refused:
+        raise PermissionDenied(
+            f"the skops file names types outside loopml's allow-list ({', '.join(refused)}); "
+            "it was not loaded. Re-log the model with scikit-learn/numpy/scipy components only",
+            details={"field": "model", "untrusted": refused},
+        )
+    model: Predictor = sio.load(path, trusted=untrusted)
+    return model
