@@ -124,16 +124,23 @@ def _words_at(words: U64, at: NDArray[np.int64]) -> U64:
     return low
 
 
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
 def _fixed_bits(arr: pa.Array, fam: str) -> U64:
-    """Canonical 64-bit patterns of a temporal column (by instant, whatever the unit)."""
+    """Canonical 64-bit patterns of a temporal column (by instant, whatever the unit).
+
+    Timestamps and durations are scaled to nanoseconds in wrapping 64-bit arithmetic: the
+    same as a cast to ``ns`` inside its range (years 1677-2262), and no overflow outside it.
+    """
     if fam == "date":
         ints = arr.cast(pa.date32()).cast(pa.int32()).cast(pa.int64())
+    elif fam == "time":
+        ints = arr.cast(pa.time64("ns")).cast(pa.int64())
     else:
-        unit_type = {
-            "time": pa.time64("ns"),
-            "duration": pa.duration("ns"),
-        }.get(fam, pa.timestamp("ns", tz=getattr(arr.type, "tz", None)))
-        ints = arr.cast(unit_type).cast(pa.int64())
+        raw = np.array(arr.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
+        scaled: U64 = raw * np.uint64(_NS_PER_UNIT[arr.type.unit])
+        return scaled
     bits: U64 = np.array(ints.fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
     return bits
 

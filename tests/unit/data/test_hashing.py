@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from loopml.data.hashing import table_digest
+from loopml.data.hashing import hash_bytes, table_digest
 from loopml.data.sources import read_source
 
 
@@ -189,3 +189,51 @@ def test_the_parallel_analysis_agrees_with_the_sequential_hash_and_profile() -> 
     table = pa.Table.from_pandas(frame(2_000), preserve_index=False)
     digest, profile = analyse(table, workers=3)
     assert digest == table_digest(table) and profile == profile_table(table)
+
+
+def _reference_string_hash(value: bytes) -> int:
+    """The documented algorithm, one value at a time in plain Python."""
+    mask = (1 << 64) - 1
+
+    def mix(v: int) -> int:
+        v ^= v >> 30
+        v = (v * 0xBF58476D1CE4E5B9) & mask
+        v ^= v >> 27
+        v = (v * 0x94D049BB133111EB) & mask
+        return v ^ (v >> 31)
+
+    h = ((len(value) + 0x94D049BB133111EB) * 0xBF58476D1CE4E5B9) & mask
+    for i in range(0, len(value), 8):
+        h = mix(h ^ int.from_bytes(value[i : i + 8].ljust(8, b"\0"), "little"))
+    return h
+
+
+def test_vectorised_string_hash_equals_the_reference_on_every_length_and_slices() -> None:
+    rng = np.random.default_rng(7)
+    words = ["", "a", "é", "naïve café", "x" * 8, "y" * 9, "z" * 16, "日本語のテキスト", "\0\0"]
+    words += ["".join(rng.choice(list("abcdé€ 0123"), size=int(k))) for k in rng.integers(0, 40, 300)]
+    arr = pa.array(words)
+    for piece in (arr, arr.slice(3, 200), arr.slice(150)):
+        got = hash_bytes(piece)
+        expected = [_reference_string_hash(v.as_py().encode()) for v in piece]
+        assert got.tolist() == expected
+
+
+def test_a_dictionary_encoded_parquet_file_hashes_like_the_plain_table(tmp_path: Path) -> None:
+    df = frame(3000, seed=3)
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), tmp_path / "dict.parquet", use_dictionary=True
+    )
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), tmp_path / "plain.parquet", use_dictionary=False
+    )
+    assert digest(tmp_path / "dict.parquet") == digest(tmp_path / "plain.parquet") == digest(df)
+
+
+def test_timestamps_beyond_the_nanosecond_range_hash_without_error() -> None:
+    far = pa.array([0, 32_503_680_000_000, None], type=pa.timestamp("ms"))  # 1970, year 3000, null
+    near = pa.array([0, 1_000, None], type=pa.timestamp("ms"))
+    table = pa.table({"t": far})
+    assert table_digest(table) != table_digest(pa.table({"t": near}))
+    same_in_us = pa.table({"t": near.cast(pa.timestamp("us"))})
+    assert table_digest(pa.table({"t": near})) == table_digest(same_in_us)
