@@ -18,8 +18,10 @@ from typer.core import TyperGroup
 
 from loopml import __version__
 from loopml.cli import data, experiments, runs
+from loopml.cli import endpoints as endpoints_cli
 from loopml.cli import models as models_cli
 from loopml.cli import predict as predict_cli
+from loopml.cli import serve as serve_cli
 from loopml.cli import stream as stream_cli
 from loopml.errors import LoopmlError
 
@@ -47,6 +49,8 @@ app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
 app.add_typer(data.app, name="data")
 app.add_typer(models_cli.app, name="models")
+app.add_typer(endpoints_cli.app, name="endpoints")
+app.command("serve")(serve_cli.serve)
 app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)
 

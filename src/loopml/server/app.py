@@ -16,9 +16,19 @@ from loopml import __version__
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
 from loopml.registry.local import LocalRegistryService
-from loopml.server import api_v1, api_v1_registry, mlflow_artifacts, mlflow_compat, mlflow_registry
+from loopml.server import (
+    api_v1,
+    api_v1_registry,
+    api_v1_serving,
+    mlflow_artifacts,
+    mlflow_compat,
+    mlflow_registry,
+)
 from loopml.server.dispatch import FastPathDispatcher
 from loopml.server.responses import JSONResponse
+from loopml.serving.app import InferenceServer, ServiceEndpoints
+from loopml.serving.local import LocalEndpointService
+from loopml.serving.predlog import PredictionLog, default_root
 from loopml.tracking.local import LocalTrackingService
 
 log = logging.getLogger("loopml.server")
@@ -36,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = LocalRegistryService.over(app.state.tracking, settings.user)
     app.include_router(api_v1.router)
     app.include_router(api_v1_registry.router)
+    app.include_router(api_v1_serving.router)
+    _mount_inference(app, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
@@ -47,6 +59,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response("OK", media_type="text/plain")
 
     return app
+
+
+def _mount_inference(app: FastAPI, settings: Settings) -> None:
+    """Endpoints answer at /v2/models/{endpoint}/... and /endpoints/{endpoint}/invocations,
+    loaded on their first request and reloaded when updated."""
+    app.state.endpoints = LocalEndpointService(app.state.tracking.db, settings.user)
+    plog = PredictionLog(default_root(settings))
+    inference = InferenceServer(ServiceEndpoints(app.state.endpoints), prediction_log=plog)
+    app.state.inference = inference
+    app.router.routes.extend(inference.routes(root=False))
+    app.router.on_shutdown.append(inference.close)
 
 
 def create_app_from_env() -> FastAPI:

@@ -1,0 +1,106 @@
+"""The endpoints service over HTTP: the same contract as the local one, against ``/api/v1/endpoints``.
+
+>>> svc = HttpEndpointService("http://127.0.0.1:5000", user="ana")   # doctest: +SKIP
+>>> [e.name for e in svc.list_endpoints()]                            # doctest: +SKIP
+['churn']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from loopml.client.http import ApiClient, _q
+from loopml.config import Settings
+from loopml.serving.records import BatchingConfig, DeploymentEvent, Endpoint, EventKind, TrafficPolicy
+from loopml.serving.service import EndpointService
+
+USER_HEADER = "X-Loopml-User"
+
+
+class HttpEndpointService(ApiClient, EndpointService):
+    """:class:`EndpointService` over ``/api/v1/endpoints``; ``user`` is who changes are recorded as."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
+        self.user = user or None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpEndpointService:
+        return cls(
+            str(settings.tracking_uri),
+            user=settings.user or None,
+            token=settings.token,
+            retries=settings.http_retries,
+            timeout=settings.http_timeout,
+        )
+
+    def _as(self, user: str | None) -> dict[str, str]:
+        who = user or self.user
+        return {USER_HEADER: who} if who else {}
+
+    def create_endpoint(
+        self,
+        name: str,
+        policy: TrafficPolicy,
+        batching: BatchingConfig | None = None,
+        description: str = "",
+        user: str | None = None,
+    ) -> Endpoint:
+        body = {
+            "name": name,
+            "policy": policy.to_dict(),
+            "batching": (batching or BatchingConfig()).to_dict(),
+            "description": description,
+        }
+        return Endpoint.from_dict(self._call("POST", "/endpoints", json=body, headers=self._as(user)))
+
+    def get_endpoint(self, name: str) -> Endpoint:
+        return Endpoint.from_dict(self._call("GET", f"/endpoints/{_q(name)}"))
+
+    def list_endpoints(self) -> list[Endpoint]:
+        return [Endpoint.from_dict(e) for e in self._call("GET", "/endpoints")["endpoints"]]
+
+    def update_endpoint(
+        self,
+        name: str,
+        *,
+        policy: TrafficPolicy | None = None,
+        batching: BatchingConfig | None = None,
+        description: str | None = None,
+        reason: str = "",
+        kind: EventKind = "updated",
+        evidence: dict[str, Any] | None = None,
+        user: str | None = None,
+    ) -> Endpoint:
+        body = {
+            "policy": policy.to_dict() if policy else None,
+            "batching": batching.to_dict() if batching else None,
+            "description": description,
+            "reason": reason,
+            "kind": kind,
+            "evidence": evidence or {},
+        }
+        found = self._call("PATCH", f"/endpoints/{_q(name)}", json=body, headers=self._as(user), safe=False)
+        return Endpoint.from_dict(found)
+
+    def delete_endpoint(self, name: str, user: str | None = None) -> None:
+        self._call("DELETE", f"/endpoints/{_q(name)}", headers=self._as(user))
+
+    def record_event(self, event: DeploymentEvent) -> DeploymentEvent:
+        found = self._call("POST", f"/endpoints/{_q(event.endpoint)}/events", json=event.to_dict())
+        return DeploymentEvent.from_dict(found)
+
+    def list_events(self, name: str, limit: int = 100) -> list[DeploymentEvent]:
+        found = self._call("GET", f"/endpoints/{_q(name)}/events", params={"limit": limit})
+        return [DeploymentEvent.from_dict(e) for e in found["events"]]

@@ -1,0 +1,107 @@
+"""loopml's native endpoints API under ``/api/v1/endpoints`` (OpenAPI at ``/docs``).
+
+Thin like the other ``api_v1`` routers: bodies are checked by pydantic for shape and by
+:mod:`loopml.serving.records` for meaning, the service runs in the thread pool, and every
+change tells the server's inference host to re-read the endpoint on its next request.
+:class:`loopml.client.http_serving.HttpEndpointService` is its client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from loopml.server.api_v1_registry import caller
+from loopml.serving.records import BatchingConfig, DeploymentEvent, TrafficPolicy
+from loopml.serving.service import EndpointService
+
+router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
+JSON = dict[str, Any]
+
+
+class EndpointCreate(BaseModel):
+    name: str
+    policy: dict[str, Any]
+    batching: dict[str, Any] | None = None
+    description: str = ""
+
+
+class EndpointUpdate(BaseModel):
+    policy: dict[str, Any] | None = None
+    batching: dict[str, Any] | None = None
+    description: str | None = None
+    reason: str = ""
+    kind: str = "updated"
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+def endpoints(request: Request) -> EndpointService:
+    svc: EndpointService = request.app.state.endpoints
+    return svc
+
+
+def _invalidate(request: Request, name: str) -> None:
+    host = getattr(request.app.state, "inference", None)
+    if host is not None:
+        host.invalidate(name)
+
+
+@router.post("")
+async def create_endpoint(body: EndpointCreate, request: Request) -> JSON:
+    policy = TrafficPolicy.from_dict(body.policy)
+    batching = BatchingConfig.from_dict(body.batching)
+    found = await run_in_threadpool(
+        endpoints(request).create_endpoint, body.name, policy, batching, body.description, caller(request)
+    )
+    return found.to_dict()
+
+
+@router.get("")
+async def list_endpoints(request: Request) -> JSON:
+    found = await run_in_threadpool(endpoints(request).list_endpoints)
+    return {"endpoints": [e.to_dict() for e in found]}
+
+
+@router.get("/{name}")
+async def get_endpoint(name: str, request: Request) -> JSON:
+    return (await run_in_threadpool(endpoints(request).get_endpoint, name)).to_dict()
+
+
+@router.patch("/{name}")
+async def update_endpoint(name: str, body: EndpointUpdate, request: Request) -> JSON:
+    found = await run_in_threadpool(
+        lambda: endpoints(request).update_endpoint(
+            name,
+            policy=TrafficPolicy.from_dict(body.policy) if body.policy is not None else None,
+            batching=BatchingConfig.from_dict(body.batching) if body.batching is not None else None,
+            description=body.description,
+            reason=body.reason,
+            kind=body.kind,  # type: ignore[arg-type]  # checked by the service
+            evidence=body.evidence,
+            user=caller(request),
+        )
+    )
+    _invalidate(request, name)
+    return found.to_dict()
+
+
+@router.delete("/{name}")
+async def delete_endpoint(name: str, request: Request) -> JSON:
+    await run_in_threadpool(endpoints(request).delete_endpoint, name, caller(request))
+    _invalidate(request, name)
+    return {}
+
+
+@router.get("/{name}/events")
+async def list_events(name: str, request: Request, limit: int = 100) -> JSON:
+    found = await run_in_threadpool(endpoints(request).list_events, name, limit)
+    return {"events": [e.to_dict() for e in found]}
+
+
+@router.post("/{name}/events")
+async def record_event(name: str, body: dict[str, Any], request: Request) -> JSON:
+    event = DeploymentEvent.from_dict({**body, "endpoint": name})
+    return (await run_in_threadpool(endpoints(request).record_event, event)).to_dict()
