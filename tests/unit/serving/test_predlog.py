@@ -155,3 +155,32 @@ def test_endpoint_names_cannot_escape_the_root(tmp_path: Path) -> None:
 def test_invalid_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="max_queue"):
         PredictionLog(tmp_path, max_queue=0)
+
+
+def test_dataframe_and_array_payloads_are_stored_as_json(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"tenure": [1, 2], "since": pd.to_datetime(["2024-01-01", "2024-02-01"])})
+    with _quiet(tmp_path) as plog:
+        plog.append(_record(1, inputs=frame, outputs=np.array([[0.1, 0.9], [0.8, 0.2]], dtype="float32")))
+    row = query(tmp_path, "SELECT inputs, outputs FROM predictions").iloc[0]
+    assert orjson.loads(row["inputs"]) == {
+        "tenure": [1, 2],
+        "since": ["2024-01-01T00:00:00", "2024-02-01T00:00:00"],
+    }
+    assert np.allclose(orjson.loads(row["outputs"]), [[0.1, 0.9], [0.8, 0.2]])
+
+
+def test_compaction_merges_past_days_and_keeps_every_record(tmp_path: Path) -> None:
+    plog = _quiet(tmp_path)
+    for i in range(6):  # six flushes: six segments of the same day
+        plog.append(_record(i))
+        plog.flush()
+    plog.append(_record(7, ts=DAY_MS + 86_400_000))
+    plog.flush()
+    assert plog.compact(before="2023-11-15") == 6
+    plog.close()
+    assert len(list(tmp_path.glob("churn/date=2023-11-14/*.parquet"))) == 1
+    assert len(list(tmp_path.glob("churn/date=2023-11-15/*.parquet"))) == 1, "later days are left alone"
+    got = query(tmp_path, "SELECT request_id FROM predictions ORDER BY ts")
+    assert list(got["request_id"]) == [f"req-{i}" for i in (0, 1, 2, 3, 4, 5, 7)]
