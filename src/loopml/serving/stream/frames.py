@@ -7,8 +7,9 @@ a model that takes a tensor reads the row from ``inputs`` (a JSON list).
 
 >>> from loopml.models.signature import Column, Schema, Signature
 >>> sig = Signature(Schema("columns", (Column("age", "int64"), Column("plan", "object"))))
->>> payloads_to_input(sig, [{"age": "41", "plan": "pro"}]).dtypes.to_dict()
-{'age': dtype('int64'), 'plan': dtype('O')}
+>>> frame = payloads_to_input(sig, [{"age": "41", "plan": "pro"}])
+>>> frame["age"].dtype, frame["plan"].iloc[0]
+(dtype('int64'), 'pro')
 """
 
 from __future__ import annotations

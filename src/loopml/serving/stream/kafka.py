@@ -5,7 +5,7 @@ URL form, for both::
     kafka://BROKER[:PORT][,BROKER[:PORT]...]/TOPIC[?group=G&<librdkafka option>=VALUE...]
 
 - ``group`` (source, default ``loopml``): the consumer group (``group.id``).
-- any option with a dot is passed to librdkafka as it is, e.g.
+- any other option is passed to librdkafka as it is (librdkafka rejects unknown names), e.g.
   ``security.protocol=SASL_SSL&sasl.mechanism=PLAIN&sasl.username=U&sasl.password=P``
   or ``auto.offset.reset=latest`` (default ``earliest``: a new group reads the topic from the start).
 
@@ -81,13 +81,14 @@ def parse_kafka_url(url: str, *, role: str = "source") -> KafkaURL:
             details={"field": role},
         )
     options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    allowed = {"group"} if role == "source" else set()
-    unknown = sorted(k for k in options if "." not in k and k not in allowed)
-    if unknown:
+    # At-least-once rests on these: a URL may not turn auto-commit back on or weaken acks.
+    fixed = {"enable.auto.commit", "enable.auto.offset.store"} if role == "source" else {"acks", "group"}
+    refused = sorted(fixed & set(options))
+    if refused:
         raise InvalidInput(
-            f"stream {role} {_redact(url)!r} has unknown option(s) {unknown}; a Kafka {role} takes "
-            f"{'group and ' if role == 'source' else ''}librdkafka options (names with a dot)",
-            details={"field": role, "unknown": unknown},
+            f"stream {role} {_redact(url)!r}: option(s) {refused} cannot be set on a Kafka {role} "
+            "(commits happen after the sink write; the producer waits for acks=all)",
+            details={"field": role, "refused": refused},
         )
     config: dict[str, Any] = {"bootstrap.servers": parts.netloc}
     if role == "source":
@@ -95,9 +96,7 @@ def parse_kafka_url(url: str, *, role: str = "source") -> KafkaURL:
         config["group.id"] = options.pop("group", "loopml")
     else:
         config.update(_PRODUCER_DEFAULTS)
-    # The guarantees above are not options: a URL cannot turn auto-commit back on.
-    fixed = {"enable.auto.commit", "enable.auto.offset.store"} if role == "source" else {"acks"}
-    config.update({k: v for k, v in options.items() if k not in fixed})
+    config.update(options)  # librdkafka checks the names when the client is created
     return KafkaURL(topic, config)
 
 
@@ -108,6 +107,16 @@ def _redact(url: str) -> str:
     pairs = parse_qs(parts.query, keep_blank_values=True)
     shown = "&".join(f"{k}={'***' if any(s in k for s in _SECRET_KEYS) else v[-1]}" for k, v in pairs.items())
     return parts._replace(query=shown).geturl()
+
+
+def _client(cls: Any, parsed: KafkaURL, url: str, role: str) -> Any:
+    try:
+        return cls(parsed.config)
+    except KafkaException as exc:  # an unknown or invalid librdkafka option, named by librdkafka
+        raise InvalidInput(
+            f"stream {role} {_redact(url)!r}: {exc.args[0].str() if exc.args else exc}",
+            details={"field": role},
+        ) from None
 
 
 def message_id(topic: str, partition: int, offset: int) -> str:
@@ -153,7 +162,7 @@ class KafkaSource(Source):
     @classmethod
     def from_url(cls, url: str) -> KafkaSource:
         parsed = parse_kafka_url(url, role="source")
-        return cls(Consumer(parsed.config), parsed)
+        return cls(_client(Consumer, parsed, url, "source"), parsed)
 
     def read(self, max_count: int, block_ms: int) -> list[Message]:
         out: list[Message] = []
@@ -222,7 +231,7 @@ class KafkaSink(Sink):
     @classmethod
     def from_url(cls, url: str) -> KafkaSink:
         parsed = parse_kafka_url(url, role="sink")
-        return cls(Producer(parsed.config), parsed)
+        return cls(_client(Producer, parsed, url, "sink"), parsed)
 
     def write(self, outputs: Sequence[Output]) -> None:
         failures: list[str] = []
