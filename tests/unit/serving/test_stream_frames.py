@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,6 +41,26 @@ def test_wrong_type_names_the_field_and_the_type_without_the_value() -> None:
         payloads_to_input(SIG, [{"tenure": "twelve-ish", "charges": "1", "plan": "pro"}])
     assert info.value.details == {"field": "tenure", "expected_type": "int64"}
     assert "twelve-ish" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("tenure", "charges", "ok"),
+    [
+        (12, 70, True),  # JSON numbers (a Kafka value)
+        ("12", "7e1", True),
+        ("12.0", " 70 ", True),
+        ("12.5", "70", False),  # a fraction is not an int64
+        ("12", "seventy", False),
+        ("", "70", False),
+    ],
+)
+def test_numbers_from_text_or_json(tenure: Any, charges: Any, ok: bool) -> None:
+    payload = {"tenure": tenure, "charges": charges, "plan": "pro"}
+    if ok:
+        assert payloads_to_input(SIG, [payload]).iloc[0].tolist()[:2] == [12, 70.0]
+    else:
+        with pytest.raises(InvalidInput, match="must be a"):
+            payloads_to_input(SIG, [payload])
 
 
 def test_invalid_json_envelope_is_rejected() -> None:

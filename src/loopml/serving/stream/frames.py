@@ -78,34 +78,54 @@ def _columns(schema: Schema, rows: list[dict[str, Any]]) -> Any:
                 f"message has no field(s) {missing}; the model takes the fields {names}",
                 details={"field": missing[0], "expected": names},
             )
-    frame = pd.DataFrame({n: [row[n] for row in rows] for n in names})
-    for col in schema.columns:
-        frame[col.name] = _convert(frame[col.name], col.name, col.dtype)
-    return frame
+    # Columns are converted as plain lists, then framed once: cheaper than per-column Series work.
+    return pd.DataFrame(
+        {c.name: _convert([row[c.name] for row in rows], c.name, c.dtype) for c in schema.columns}
+    )
 
 
-def _convert(series: Any, name: str, dtype: str) -> Any:
+def _convert(values: list[Any], name: str, dtype: str) -> Any:
     import numpy as np
     import pandas as pd
 
     try:
         kind = np.dtype(dtype).kind
     except TypeError:
-        return series  # pandas extension dtypes (category, string): the model conforms them
+        return values  # pandas extension dtypes (category, string): the model conforms them
     try:
         if kind == "b":
-            return series.map(_to_bool).astype(bool)
+            return np.array([_to_bool(v) for v in values], dtype=bool)
         if kind in "iuf":
-            return pd.to_numeric(series).astype(dtype)
+            return _numbers(values, dtype, kind)
         if kind == "M":
-            return pd.to_datetime(series)
-    except (ValueError, TypeError):
-        expected = {"b": "a boolean", "M": "a date-time"}.get(kind, "a number")
+            return pd.to_datetime(values)
+    except (ValueError, TypeError, OverflowError):
+        expected = {"b": "a boolean", "M": "a date-time", "f": "a number"}.get(kind, "a whole number")
         raise InvalidInput(
             f"field {name!r} must be {expected} ({dtype}); convert it before sending",
             details={"field": name, "expected_type": dtype},
         ) from None
-    return series
+    return values
+
+
+def _numbers(values: list[Any], dtype: str, kind: str) -> Any:
+    """``values`` (numbers or decimal text) as an array of ``dtype``; ValueError if one is not."""
+    import numpy as np
+    import pandas as pd
+
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iub" or (arr.dtype.kind == "U" and kind in "iu"):
+        try:
+            return arr.astype(dtype)  # integers, or text like "12": exact, no detour through floats
+        except (ValueError, OverflowError):
+            pass
+    if arr.dtype.kind in "Uf":
+        floats = arr.astype("float64")
+    else:  # mixed or odd values (None, Decimal, padded text): pandas' parser decides
+        floats = pd.to_numeric(pd.Series(values, dtype=object)).to_numpy(dtype="float64")
+    if kind in "iu" and not (np.isfinite(floats).all() and (floats == np.round(floats)).all()):
+        raise ValueError("not a whole number")  # 1.7 would silently become 1
+    return floats.astype(dtype)
 
 
 def _to_bool(value: Any) -> bool:
