@@ -32,6 +32,8 @@ class Settings:
     http_timeout: float = 60.0
     # Who mutations are recorded as (registry transitions, approvals): LOOPML_USER, else the login.
     user: str = ""
+    # The largest dataset upload (its Parquet bytes) the server accepts for registration.
+    max_dataset_upload_bytes: int = 8 << 30
 
     @property
     def is_remote(self) -> bool:
@@ -76,6 +78,7 @@ class Settings:
             http_retries=_as_int(values, "http_retries", 5),
             http_timeout=float(values.get("http_timeout", 60.0)),
             user=values.get("user") or _login_name(),
+            max_dataset_upload_bytes=_as_int(values, "max_dataset_upload_bytes", 8 << 30),
         )
 
 

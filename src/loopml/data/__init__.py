@@ -9,19 +9,21 @@
         loopml.data.log_input(dv)                        # the run's lineage names this version
 
 The functions use the store the environment configures (``LOOPML_HOME``,
-``LOOPML_DATABASE_URL``, ``LOOPML_ARTIFACT_ROOT``), the same one the tracking SDK uses.
-Against a remote server (``LOOPML_TRACKING_URI=http://…``) dataset registration is not
-supported yet and raises :class:`~loopml.errors.InvalidInput`.
+``LOOPML_DATABASE_URL``, ``LOOPML_ARTIFACT_ROOT``), the same one the tracking SDK uses, or,
+with ``LOOPML_TRACKING_URI=http://…``, that loopml server: sources are read on this machine,
+uploaded as Parquet, and hashed, profiled and stored by the server, with the same results.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from loopml import sdk
 from loopml.config import Settings
 from loopml.data import lineage
+from loopml.data.base import DataService
 from loopml.data.diff import diff
 from loopml.data.profile import ColumnProfile, Profile
 from loopml.data.records import DatasetDiff, DatasetVersion, Field, SchemaChange, StatChange
@@ -30,6 +32,7 @@ from loopml.errors import InvalidInput
 
 __all__ = [
     "ColumnProfile",
+    "DataService",
     "DatasetDiff",
     "DatasetVersion",
     "Field",
@@ -47,26 +50,42 @@ __all__ = [
     "log_input",
     "parse_ref",
     "register",
+    "reset",
     "runs_using",
 ]
 
+_lock = threading.Lock()
+_remote: dict[Settings, DataService] = {}
 
-def data_service() -> LocalDataService:
-    """The data service on the store the SDK's tracking service uses (same database and blobs).
+
+def data_service() -> DataService:
+    """The data service where the SDK's tracking goes: the same database and blobs, or, when
+    the SDK is remote, the same server over HTTP (one client per server, kept until :func:`reset`).
 
     >>> loopml.data.data_service().list_datasets()  # doctest: +SKIP
     [('churn', 3)]
     """
     from loopml.tracking.local import LocalTrackingService
 
-    tracking = sdk.service()
-    if not isinstance(tracking, LocalTrackingService):
-        raise InvalidInput(
-            "dataset versions are not supported against a remote tracking server yet; unset "
-            "LOOPML_TRACKING_URI (or point it at a database URL) to register and load datasets locally",
-            details={"field": "tracking_uri"},
-        )
-    return LocalDataService(tracking.db, tracking.artifacts.blobs, Settings.load().user)
+    settings = sdk._settings()
+    if settings.is_remote:
+        with _lock:
+            if settings not in _remote:
+                from loopml.client.http_data import HttpDataService  # httpx only when remote
+
+                _remote[settings] = HttpDataService.from_settings(settings)
+            return _remote[settings]
+    tracking = sdk.service(settings)
+    assert isinstance(tracking, LocalTrackingService)
+    return LocalDataService(tracking.db, tracking.artifacts.blobs, settings.user)
+
+
+def reset() -> None:
+    """Close and forget the cached HTTP data clients (tests, notebooks)."""
+    with _lock:
+        for svc in _remote.values():
+            svc.close()
+        _remote.clear()
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

@@ -82,6 +82,25 @@ class DatasetVersion:
             "created_by": self.created_by,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetVersion:
+        """The inverse of :meth:`to_dict` (how the HTTP API carries versions)."""
+        return cls(
+            name=str(d["name"]),
+            version=int(d["version"]),
+            digest=str(d["digest"]),
+            num_rows=int(d["num_rows"]),
+            schema=[Field.from_dict(f) for f in d["schema"]],
+            profile=Profile.from_dict(d["profile"]),
+            source=str(d["source"]),
+            snapshot_digest=str(d["snapshot_digest"]),
+            size_bytes=int(d["size_bytes"]),
+            description=str(d.get("description", "")),
+            tags={str(k): str(v) for k, v in (d.get("tags") or {}).items()},
+            created_at=int(d.get("created_at", 0)),
+            created_by=str(d.get("created_by", "")),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SchemaChange:

@@ -29,6 +29,7 @@ from sqlalchemy import Row, exc, func, insert, select
 
 from loopml.config import Settings
 from loopml.data.analysis import analyse
+from loopml.data.base import FORMATS, DataService
 from loopml.data.profile import Profile
 from loopml.data.records import DatasetVersion, Field
 from loopml.data.sources import Source, read_source
@@ -38,7 +39,7 @@ from loopml.store.db import Database
 from loopml.store.schema import dataset_versions as dv_table
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,499}$")
-FORMATS = ("pandas", "arrow", "polars")
+__all__ = ["FORMATS", "LocalDataService", "check_dataset_name", "check_tags", "version_number"]
 _RETRIES = 3  # concurrent registrations of one name race for the next version number
 
 
@@ -55,7 +56,7 @@ def check_dataset_name(name: object) -> str:
     return name
 
 
-def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+def check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in (tags or {}).items():
         if not isinstance(k, str) or not k:
@@ -64,7 +65,7 @@ def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-class LocalDataService:
+class LocalDataService(DataService):
     """Register, look up and load dataset versions on a metadata database and a blob store."""
 
     def __init__(self, db: Database, blobs: BlobStore, user: str = "") -> None:
@@ -93,8 +94,23 @@ class LocalDataService:
         """Register ``source``'s rows as the next version of ``name`` (or return the version that
         already holds exactly these rows)."""
         check_dataset_name(name)
-        tag_map = _check_tags(tags)
-        src = read_source(source)
+        tag_map = check_tags(tags)
+        return self.register_source(name, read_source(source), description=description, tags=tag_map)
+
+    def register_source(
+        self,
+        name: str,
+        src: Source,
+        *,
+        description: str = "",
+        tags: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> DatasetVersion:
+        """Register an already-read source; ``user`` (default: the service's) is recorded as its
+        creator.  The server calls this with the client's upload, so the digest and the profile
+        are always computed here, from the rows themselves."""
+        check_dataset_name(name)
+        tag_map = check_tags(tags)
         digest, profile = analyse(src.table)
         found = self._by_name_digest(name, digest)
         if found is not None:
@@ -112,7 +128,7 @@ class LocalDataService:
             "size_bytes": size,
             "description": description,
             "tags": orjson.dumps(tag_map).decode(),
-            "created_by": self.user,
+            "created_by": user or self.user,
         }
         return self._insert(row)
 
@@ -158,7 +174,7 @@ class LocalDataService:
     def get(self, name: str, version: int | str | None = None) -> DatasetVersion:
         """One version of ``name``: ``None`` or ``"latest"`` is the newest."""
         check_dataset_name(name)
-        number = _version_number(version)
+        number = version_number(version)
         query = select(dv_table).where(dv_table.c.name == name)
         query = query.where(dv_table.c.version == number) if number else query
         with self.db.read() as conn:
@@ -234,23 +250,9 @@ class LocalDataService:
         data = self.blobs.read_bytes(dv.snapshot_digest)
         return pq.read_table(io.BytesIO(data))
 
-    def load(self, name: str, version: int | str | None = None, *, format: str = "pandas") -> Any:
-        """The rows of a version as a pandas DataFrame, an Arrow table or a polars DataFrame."""
-        if format not in FORMATS:
-            raise InvalidInput(
-                f"unknown format {format!r}; use one of {', '.join(FORMATS)}", details={"field": "format"}
-            )
-        table = self.load_table(self.get(name, version))
-        if format == "arrow":
-            return table
-        if format == "polars":
-            import polars  # optional extra: loaded only when asked for
 
-            return polars.from_arrow(table)
-        return table.to_pandas()
-
-
-def _version_number(version: int | str | None) -> int | None:
+def version_number(version: int | str | None) -> int | None:
+    """A version argument as a number (``None`` for the newest), or InvalidInput."""
     if version is None or version == "latest":
         return None
     if isinstance(version, bool):

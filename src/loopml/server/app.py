@@ -18,6 +18,7 @@ from loopml.errors import InvalidInput, LoopmlError
 from loopml.registry.local import LocalRegistryService
 from loopml.server import (
     api_v1,
+    api_v1_data,
     api_v1_registry,
     api_v1_serving,
     mlflow_artifacts,
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = LocalRegistryService.over(app.state.tracking, settings.user)
     app.include_router(api_v1.router)
     app.include_router(api_v1_registry.router)
+    api_v1_data.install(app, app.state.tracking, settings)
     app.include_router(api_v1_serving.router)
     _mount_inference(app, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]

@@ -176,9 +176,17 @@ def test_refs_parse(home: Path) -> None:
     assert loopml.data.get("churn@1") == dv and loopml.data.load("churn@1", format="arrow").num_rows == 300
 
 
-def test_remote_tracking_uri_is_refused_clearly(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remote_tracking_uri_selects_the_http_service(home: Path) -> None:
     from loopml import sdk
+    from loopml.client.http_data import HttpDataService
 
     sdk.set_tracking_uri("http://127.0.0.1:9")
-    with pytest.raises(InvalidInput, match="not supported against a remote tracking server"):
-        loopml.data.register("churn", frame())
+    try:
+        svc = loopml.data.data_service()
+        assert isinstance(svc, HttpDataService) and svc.base_url == "http://127.0.0.1:9"
+        assert loopml.data.data_service() is svc  # one client per server
+        with pytest.raises(InvalidInput, match="dataset name 'bad name!' is not valid"):
+            loopml.data.register("bad name!", frame())  # refused before any request
+    finally:
+        loopml.data.reset()
+    assert not home.exists()
