@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from loopml import sdk
+from loopml.errors import InvalidInput, Unavailable
 from loopml.serving.stream import StreamRunner
 from loopml.serving.stream.redis_streams import RedisStreamSink, RedisStreamSource
+from tests.support.live_server import free_port
 from tests.support.stream_model import expected_predictions, log_churn_model, messages
 
 pytestmark = pytest.mark.redis
@@ -152,6 +154,19 @@ def test_the_sink_writes_one_entry_per_record(r: redis.Redis, redis_url: str, na
         "ts": "5",
     }
     assert (second["prediction"], second["ok"]) == ('"yes"', "true")
+    sink.close()
+
+
+def test_unreachable_or_wrong_keys_are_loopml_errors(
+    r: redis.Redis, redis_url: str, names: tuple[str, str]
+) -> None:
+    stream, out = names
+    r.set(stream, "not a stream")
+    with pytest.raises(InvalidInput, match="WRONGTYPE"):
+        RedisStreamSource.from_url(f"{redis_url}/{stream}")
+    sink = RedisStreamSink.from_url(f"redis://127.0.0.1:{free_port()}/{out}")
+    with pytest.raises(Unavailable, match="unreachable"):
+        sink.write([("1-0", {"source_id": "1-0", "prediction": 1})])
     sink.close()
 
 

@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 
-from loopml.errors import InvalidInput
+from loopml.errors import InvalidInput, Unavailable
 from loopml.serving.stream.base import Message, Output, Sink, Source
 
 _SOURCE_OPTIONS = frozenset({"group", "consumer", "start", "claim_idle_ms"})
@@ -130,6 +131,21 @@ def _connect(parsed: StreamURL) -> redis.Redis:
     return redis.Redis.from_url(parsed.connection_url, decode_responses=True, protocol=2)
 
 
+@contextmanager
+def _talking_to(url: StreamURL, role: str) -> Iterator[None]:
+    """Redis failures as loopml errors (a one-line CLI message, not a traceback)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(
+            f"Redis {role} {url.describe()} is unreachable ({exc}); unacknowledged messages "
+            "are read again when the job restarts",
+            details={"field": role},
+        ) from None
+    except redis.ResponseError as exc:  # e.g. WRONGTYPE: the key exists and is not a stream
+        raise InvalidInput(f"Redis {role} {url.describe()}: {exc}", details={"field": role}) from None
+
+
 def _entries(reply: Any) -> list[tuple[str | None, dict[str, Any] | None]]:
     """The (id, fields) pairs of an ``XREADGROUP`` reply for one stream, whatever its shape."""
     if not reply:
@@ -165,13 +181,18 @@ class RedisStreamSource(Source):
         return cls(_connect(parsed), parsed)
 
     def _ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.url.stream, self.url.group, id=self.url.start, mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):  # the group exists already: keep its position
-                raise
+        with _talking_to(self.url, "source"):
+            try:
+                self.client.xgroup_create(self.url.stream, self.url.group, id=self.url.start, mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # the group exists already: keep its position
+                    raise
 
     def read(self, max_count: int, block_ms: int) -> list[Message]:
+        with _talking_to(self.url, "source"):
+            return self._read(max_count, block_ms)
+
+    def _read(self, max_count: int, block_ms: int) -> list[Message]:
         if self._history_cursor is not None:
             found = self._read_history(max_count)
             if found:
@@ -235,7 +256,8 @@ class RedisStreamSource(Source):
 
     def ack(self, ids: Sequence[str]) -> None:
         if ids:
-            self.client.xack(self.url.stream, self.url.group, *ids)
+            with _talking_to(self.url, "source"):
+                self.client.xack(self.url.stream, self.url.group, *ids)
 
     def pending_count(self) -> int:
         """How many entries the group has delivered but nobody acknowledged yet."""
@@ -277,7 +299,8 @@ class RedisStreamSink(Sink):
                 pipe.xadd(self.url.stream, fields, maxlen=self.url.maxlen, approximate=True)  # type: ignore[arg-type]
             else:
                 pipe.xadd(self.url.stream, fields)  # type: ignore[arg-type]
-        pipe.execute()  # raises on the first failed command: nothing is acknowledged then
+        with _talking_to(self.url, "sink"):
+            pipe.execute()  # raises on the first failed command: nothing is acknowledged then
 
     def close(self) -> None:
         self.client.close()
