@@ -19,7 +19,7 @@ True
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -111,6 +111,7 @@ class ServingMetrics:
             "Prediction-log records dropped because the log queue was full.",
         )
         r.register(self._dropped)
+        self._weighted: dict[str, set[str]] = {}  # endpoint -> variants with a weight series
 
     def request(
         self,
@@ -152,7 +153,17 @@ class ServingMetrics:
 
     def set_weight(self, endpoint: str, variant: str, percent: float) -> None:
         """Publish the router's current split (changes with canary steps and rollbacks)."""
+        self._weighted.setdefault(endpoint, set()).add(variant)
         self.weight.labels(endpoint, variant).set(percent)
+
+    def set_weights(self, endpoint: str, weights: Mapping[str, float]) -> None:
+        """Publish an endpoint's whole split: variants that left it (a rolled-back canary) go
+        to 0 rather than showing their last weight forever."""
+        known = self._weighted.setdefault(endpoint, set())
+        for variant in known - set(weights):
+            self.weight.labels(endpoint, variant).set(0.0)
+        for variant, percent in weights.items():
+            self.set_weight(endpoint, variant, percent)
 
     def rollback(self, endpoint: str) -> None:
         """Count an automatic rollback."""

@@ -77,6 +77,12 @@ def test_rejections_rollbacks_and_weights() -> None:
     )
     assert s[("loopml_serving_rollbacks_total", labels(endpoint="churn"))] == 1
     assert s[("loopml_serving_traffic_weight", labels(endpoint="churn", variant="canary"))] == 10
+    m.set_weights("other", {"primary": 100})
+    m.set_weights("churn", {"primary": 100})  # after a rollback: the canary is gone
+    s = samples(m)
+    assert s[("loopml_serving_traffic_weight", labels(endpoint="churn", variant="canary"))] == 0
+    assert s[("loopml_serving_traffic_weight", labels(endpoint="churn", variant="primary"))] == 100
+    assert s[("loopml_serving_traffic_weight", labels(endpoint="other", variant="primary"))] == 100
 
 
 def test_each_instance_has_its_own_registry_and_the_prometheus_content_type() -> None:
