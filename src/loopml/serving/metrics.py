@@ -111,6 +111,7 @@ class ServingMetrics:
             "Prediction-log records dropped because the log queue was full.",
         )
         r.register(self._dropped)
+        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._weighted: dict[str, set[str]] = {}  # endpoint -> variants with a weight series
 
     def request(
@@ -125,8 +126,12 @@ class ServingMetrics:
     ) -> None:
         """Count one answered request and its latency (and its failure, if it failed)."""
         labels = (endpoint, str(version), variant)
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(latency_ms / 1000.0)
+        children = self._children.get(labels)
+        if children is None:
+            # labels() hashes and locks on every call: resolve each series once (hot path).
+            children = self._children[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(latency_ms / 1000.0)
         if error:
             self.errors.labels(*labels, kind).inc()
 
