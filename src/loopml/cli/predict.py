@@ -48,6 +48,9 @@ def predict(
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help="Allow a pickle-based model (runs code when loaded).")
     ] = False,
+    compression: Annotated[
+        str, typer.Option(help="Output codec: snappy, zstd, lz4, gzip or none.")
+    ] = "snappy",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -71,6 +74,7 @@ def predict(
         resume=not restart,
         ray_address=ray_address,
         progress=not (no_progress or as_json),
+        compression=compression,
     )
     if as_json:
         import orjson
