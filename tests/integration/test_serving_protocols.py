@@ -15,6 +15,21 @@ from tritonclient.utils import InferenceServerException
 from loopml import registry, sdk
 from tests.support.serving import Trained, serve_process, train_and_register
 
+_clients: list[triton.InferenceServerClient] = []
+
+
+def _client(url: str, **kwargs: float) -> triton.InferenceServerClient:
+    client = triton.InferenceServerClient(url=url, **kwargs)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()  # its socket pool, else a ResourceWarning at exit
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Trained]]:
@@ -41,9 +56,11 @@ def tab(trained: tuple[Path, Trained]) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_tritonclient_infer_equals_local_predict(lr: str, trained: tuple[Path, Trained], binary: bool) -> None:
+def test_tritonclient_infer_equals_local_predict(
+    lr: str, trained: tuple[Path, Trained], binary: bool
+) -> None:
     t = trained[1]
-    client = triton.InferenceServerClient(url=lr)
+    client = _client(lr)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("lr")
     meta = client.get_model_metadata("lr")
     assert meta["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 20]}]
@@ -62,7 +79,7 @@ def test_tritonclient_infer_equals_local_predict(lr: str, trained: tuple[Path, T
 
 def test_tritonclient_table_model_one_input_per_column(tab: str, trained: tuple[Path, Trained]) -> None:
     t = trained[1]
-    client = triton.InferenceServerClient(url=tab)
+    client = _client(tab)
     meta = client.get_model_metadata("tab")
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("a", "FP64"), ("b", "INT64")]
     frame = t.frame.head(9)
@@ -75,7 +92,7 @@ def test_tritonclient_table_model_one_input_per_column(tab: str, trained: tuple[
 
 
 def test_tritonclient_sees_validation_errors(lr: str) -> None:
-    client = triton.InferenceServerClient(url=lr)
+    client = _client(lr)
     wrong = triton.InferInput("input", [2, 3], "FP64")
     wrong.set_data_from_numpy(np.zeros((2, 3)))
     with pytest.raises(InferenceServerException) as info:
@@ -132,7 +149,9 @@ def test_mlflow_helpers_payload_scores(tab: str, trained: tuple[Path, Trained]) 
         ({"something": []}, "body"),
     ],
 )
-def test_invalid_input_is_400_naming_field_without_echo(tab: str, body: dict[str, object], field: str) -> None:
+def test_invalid_input_is_400_naming_field_without_echo(
+    tab: str, body: dict[str, object], field: str
+) -> None:
     r = httpx.post(f"http://{tab}/invocations", json=body)
     assert r.status_code == 400
     doc = r.json()

@@ -43,10 +43,14 @@ def endpoints(request: Request) -> EndpointService:
     return svc
 
 
-def _invalidate(request: Request, name: str) -> None:
+def _invalidate(request: Request, name: str, *, warm: bool = True) -> None:
     host = getattr(request.app.state, "inference", None)
     if host is not None:
-        host.invalidate(name)
+        # Loading a model can take seconds: start now rather than on the next request.
+        if warm:
+            host.warm(name)
+        else:
+            host.invalidate(name)
 
 
 @router.post("")
@@ -56,6 +60,7 @@ async def create_endpoint(body: EndpointCreate, request: Request) -> JSON:
     found = await run_in_threadpool(
         endpoints(request).create_endpoint, body.name, policy, batching, body.description, caller(request)
     )
+    _invalidate(request, body.name)
     return found.to_dict()
 
 
@@ -91,7 +96,7 @@ async def update_endpoint(name: str, body: EndpointUpdate, request: Request) -> 
 @router.delete("/{name}")
 async def delete_endpoint(name: str, request: Request) -> JSON:
     await run_in_threadpool(endpoints(request).delete_endpoint, name, caller(request))
-    _invalidate(request, name)
+    _invalidate(request, name, warm=False)
     return {}
 
 

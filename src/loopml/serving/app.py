@@ -165,6 +165,19 @@ class InferenceServer:
         if entry is not None:
             entry.checked = 0.0
 
+    def warm(self, name: str) -> None:
+        """Load (or reload) ``name`` in the background now, so its next request finds it ready
+        (the native API calls this after a create or an update; call on the event loop)."""
+        self.invalidate(name)
+
+        async def load() -> None:
+            try:
+                await self.runtime(name)
+            except Exception as exc:  # reported to the first request that needs it
+                log.warning("endpoint %s: preload failed: %s", name, exc)
+
+        self._spawn(load())
+
     async def runtime(self, name: str) -> EndpointRuntime:
         """The runtime serving ``name`` now: loaded on first use, swapped after an update."""
         entry = self._entries.get(name)
