@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -262,7 +262,7 @@ class InferenceServer:
     ) -> Response:
         """Read, route, validate, predict, answer; bookkeeping is scheduled after."""
         start = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         runtime: EndpointRuntime | None = None
         variant: Variant | None = None
         try:
@@ -552,7 +552,15 @@ def build_routes(server: InferenceServer, *, root: bool) -> list[BaseRoute]:
 
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
+    # Starlette matches routes in order: the inference paths come first (the hot path).
     routes: list[BaseRoute] = [
+        Route(model + "/infer", infer, methods=["POST"]),
+        Route("/endpoints/{endpoint}/invocations", invocations, methods=["POST"]),
+    ]
+    if root:
+        routes.append(Route("/invocations", invocations, methods=["POST"]))
+    routes += [
+        Route(versioned + "/infer", infer, methods=["POST"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", metadata, methods=["GET"]),
@@ -560,14 +568,10 @@ def build_routes(server: InferenceServer, *, root: bool) -> list[BaseRoute]:
         Route(versioned, model_metadata, methods=["GET"]),
         Route(model + "/ready", model_ready, methods=["GET"]),
         Route(versioned + "/ready", model_ready, methods=["GET"]),
-        Route(model + "/infer", infer, methods=["POST"]),
-        Route(versioned + "/infer", infer, methods=["POST"]),
-        Route("/endpoints/{endpoint}/invocations", invocations, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if root:
         routes += [
-            Route("/invocations", invocations, methods=["POST"]),
             Route("/ping", ping, methods=["GET"]),
             Route("/health", ping, methods=["GET"]),
             Route("/version", version_info, methods=["GET"]),

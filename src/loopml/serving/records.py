@@ -168,9 +168,7 @@ class TrafficPolicy:
             )
         names = [v.name for v in variants]
         if len(set(names)) != len(names):
-            raise InvalidInput(
-                f"variant names must be unique, got {names}", details={"field": "variants"}
-            )
+            raise InvalidInput(f"variant names must be unique, got {names}", details={"field": "variants"})
         if sum(v.weight for v in variants if v.live) <= 0:
             raise InvalidInput(
                 "live variants (primary, canary, b) have zero total weight: no request could be served",
