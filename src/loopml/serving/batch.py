@@ -476,8 +476,13 @@ def _run_processes(spec: JobSpec, todo: list[Unit], workers: int, finished: Call
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    # spawn, not fork: the coordinator may hold threads (progress bar, BLAS) that fork would copy mid-state.
-    ctx = multiprocessing.get_context("spawn")
+    # Not fork: the coordinator holds threads (Arrow's pool, the progress bar) that fork would copy
+    # mid-state. A forkserver imports the heavy modules once and forks each worker from that clean
+    # process, instead of every spawned worker importing them again.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(_preload())
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(spec,)) as pool:
         pending = {pool.submit(run_unit, spec, unit) for unit in todo}
         while pending:
@@ -489,6 +494,15 @@ def _run_processes(spec: JobSpec, todo: list[Unit], workers: int, finished: Call
                         other.cancel()
                     raise _worker_error(error) from None
                 finished(*future.result())
+
+
+def _preload() -> list[str]:
+    """What workers import anyway: this module, the store, and the model libraries loading it took."""
+    import sys
+
+    libraries = {"sklearn", "skops", "xgboost", "lightgbm", "onnxruntime", "cloudpickle"}
+    loaded = sorted(name for name in sys.modules if name in libraries)
+    return ["loopml.serving.batch", "loopml.sdk", "loopml.models", "pandas", "pyarrow.parquet", *loaded]
 
 
 def _worker_error(error: BaseException) -> LoopmlError:
