@@ -214,8 +214,7 @@ class InferenceServer:
         for variant_name, batcher in runtime.batchers.items():
             version = runtime.versions[variant_name].version
             self.metrics.track_queue_depth(endpoint.name, version, _depth_of(batcher))
-        for variant in endpoint.policy.variants:
-            self.metrics.set_weight(endpoint.name, variant.name, variant.weight)
+        self.metrics.set_weights(endpoint.name, {v.name: v.weight for v in endpoint.policy.variants})
         return runtime
 
     async def _swap(self, name: str, entry: _Entry, endpoint: Endpoint) -> None:
@@ -370,6 +369,9 @@ class InferenceServer:
         event = runtime.router.observe(variant, latency, error)
         if event is not None:
             self.metrics.rollback(runtime.name)
+            # loopml serve keeps no revisions: publish the rolled-back split here, not on a rebuild
+            policy = runtime.router.policy
+            self.metrics.set_weights(runtime.name, {v.name: v.weight for v in policy.variants})
             log.warning("endpoint %s: rolled back: %s", runtime.name, event.reason)
             self._spawn(asyncio.to_thread(self.source.rollback, runtime.name, event))
 

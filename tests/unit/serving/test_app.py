@@ -1,0 +1,143 @@
+"""The inference app's wiring of router, metrics and runtimes across endpoint revisions, with a
+fake loader (no model library) and an in-memory endpoint source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from loopml.errors import NotFound
+from loopml.serving.app import FixedEndpoints, InferenceServer
+from loopml.serving.host import LoadedVersion
+from loopml.serving.records import (
+    BatchingConfig,
+    DeploymentEvent,
+    Endpoint,
+    RollbackPolicy,
+    TrafficPolicy,
+)
+
+NO_JUDGE = RollbackPolicy(enabled=False)
+
+
+class Source:
+    """Endpoints changed in place, as the service would change them (revision + 1)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+        self.events: list[DeploymentEvent] = []
+
+    def put(self, name: str, policy: TrafficPolicy, batching: BatchingConfig | None = None) -> None:
+        old = self.endpoints.get(name)
+        self.endpoints[name] = Endpoint(
+            name, policy, batching or BatchingConfig(), 0, 0, "ada", revision=old.revision + 1 if old else 1
+        )
+
+    def get(self, name: str) -> Endpoint:
+        if name not in self.endpoints:
+            raise NotFound(f"endpoint {name!r} does not exist")
+        return self.endpoints[name]
+
+    def rollback(self, name: str, event: DeploymentEvent) -> None:
+        self.events.append(event)
+        assert event.policy is not None
+        self.put(name, event.policy)
+
+
+def loader(uri: str) -> LoadedVersion:
+    """``models:/m/N`` predicts N for every row (so a response names the version that served it)."""
+    version = uri.rsplit("/", 1)[-1]
+
+    def predict(x: Any) -> Any:
+        if version == "9":
+            raise RuntimeError("broken model")
+        return np.full(len(x), float(version))
+
+    return LoadedVersion(uri, "m", version, None, predict)
+
+
+def run(test: Callable[[InferenceServer, Source, httpx.AsyncClient], Awaitable[None]]) -> None:
+    async def main() -> None:
+        source = Source()
+        server = InferenceServer(source, loader=loader, refresh_s=0.0)
+        transport = httpx.ASGITransport(app=server.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            try:
+                await test(server, source, client)
+            finally:
+                await server.close()
+
+    asyncio.run(main())
+
+
+async def invoke(client: httpx.AsyncClient, name: str, **headers: str) -> httpx.Response:
+    return await client.post(f"/endpoints/{name}/invocations", json={"instances": [[1.0]]}, headers=headers)
+
+
+async def swapped(server: InferenceServer, name: str, revision: int) -> None:
+    """Wait for the background swap to ``revision`` (loading is instant with the fake loader)."""
+    for _ in range(500):
+        if (await server.runtime(name)).endpoint.revision == revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"endpoint {name!r} never reached revision {revision}")
+
+
+def samples(server: InferenceServer, metric: str) -> dict[frozenset[tuple[str, str]], float]:
+    body, _ = server.metrics.render()
+    return {
+        frozenset(s.labels.items()): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == metric
+    }
+
+
+def weight(server: InferenceServer, variant: str) -> float | None:
+    return samples(server, "loopml_serving_traffic_weight").get(
+        frozenset({("endpoint", "ep"), ("variant", variant)})
+    )
+
+
+def canary(percent: float, canary_uri: str = "m/2") -> TrafficPolicy:
+    return replace(TrafficPolicy.canary("m/1", canary_uri, percent), rollback=NO_JUDGE)
+
+
+def test_a_canary_that_left_the_split_shows_zero_weight() -> None:
+    async def body(server: InferenceServer, source: Source, client: httpx.AsyncClient) -> None:
+        source.put("ep", canary(10))
+        assert (await invoke(client, "ep")).status_code == 200
+        assert weight(server, "canary") == 10.0
+        source.put("ep", TrafficPolicy.single("m/1"))  # what a rollback or a finished canary stores
+        await invoke(client, "ep")
+        await swapped(server, "ep", 2)
+        assert weight(server, "canary") == 0.0 and weight(server, "primary") == 100.0
+
+    run(body)
+
+
+def test_loopml_serve_publishes_the_split_a_rollback_left() -> None:
+    """``loopml serve`` never rebuilds after a rollback: the judge's split itself must be published."""
+    policy = replace(
+        TrafficPolicy.canary("m/1", "m/9", 50),
+        rollback=RollbackPolicy(min_requests=5, max_p99_latency_ratio=None),
+    )
+    source = FixedEndpoints(Endpoint("ep", policy, BatchingConfig(), 0, 0, "ada"))
+
+    async def main() -> None:
+        server = InferenceServer(source, loader=loader)
+        transport = httpx.ASGITransport(app=server.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(60):
+                await invoke(client, "ep")
+        await server.close()
+        assert [e.kind for e in source.events] == ["rollback"]
+        assert weight(server, "canary") == 0.0 and weight(server, "primary") == 100.0
+
+    asyncio.run(main())
