@@ -230,6 +230,7 @@ class InferenceServer:
             entry.swapping, entry.checked = False, time.monotonic()
             return
         old = entry.runtime
+        runtime.adopt(old)
         self._entries[name] = _Entry(runtime, time.monotonic())
         self._prune()
         await old.close()  # its queued requests finish on the old version

@@ -111,6 +111,14 @@ class EndpointRuntime:
             for variant_name, handle in versions.items():
                 self.batchers[variant_name] = _batcher(endpoint.batching, handle, executor, on_batch)
 
+    def adopt(self, previous: EndpointRuntime) -> None:
+        """Carry over ``previous``'s traffic router, switched to this revision's policy: a
+        variant whose model is unchanged keeps its statistics (a canary going from 10% to 50%
+        keeps its evidence). Call on the event loop at the swap itself, so no request routes
+        by the new policy into the old revision's versions."""
+        previous.router.update(self.endpoint.policy)
+        self.router = previous.router
+
     @property
     def primary(self) -> LoadedVersion:
         return self.versions[self.endpoint.policy.primary.name]

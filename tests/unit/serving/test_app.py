@@ -141,3 +141,26 @@ def test_loopml_serve_publishes_the_split_a_rollback_left() -> None:
         assert weight(server, "canary") == 0.0 and weight(server, "primary") == 100.0
 
     asyncio.run(main())
+
+
+def test_a_canary_keeps_its_statistics_when_its_weight_changes() -> None:
+    async def body(server: InferenceServer, source: Source, client: httpx.AsyncClient) -> None:
+        source.put("ep", canary(10))
+        for _ in range(40):
+            assert (await invoke(client, "ep")).status_code == 200
+        before = (await server.runtime("ep")).router.stats()
+        assert before["primary"]["requests"] + before["canary"]["requests"] == 40
+        source.put("ep", canary(50))
+        await invoke(client, "ep")
+        await swapped(server, "ep", 2)
+        after = (await server.runtime("ep")).router.stats()
+        assert after["canary"]["requests"] >= before["canary"]["requests"]
+        assert after["primary"]["requests"] + after["canary"]["requests"] >= 40
+        # a re-pointed canary is new evidence: its statistics start from zero
+        source.put("ep", canary(50, "m/3"))
+        await invoke(client, "ep")
+        await swapped(server, "ep", 3)
+        stats = (await server.runtime("ep")).router.stats()
+        assert stats["canary"]["requests"] == 0 and stats["primary"]["requests"] >= 20
+
+    run(body)
