@@ -233,13 +233,23 @@ class InferenceServer:
         runtime.adopt(old)
         self._entries[name] = _Entry(runtime, time.monotonic())
         self._prune()
+        self._forget_queues(old, runtime)
         await old.close()  # its queued requests finish on the old version
 
     async def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
             self._prune()
+            self._forget_queues(entry.runtime, None)
             await entry.runtime.close()
+
+    def _forget_queues(self, old: EndpointRuntime, new: EndpointRuntime | None) -> None:
+        """Drop the queue-depth gauges of versions ``new`` no longer batches (retired)."""
+        kept = {new.versions[v].version for v in new.batchers} if new is not None else set()
+        for variant in old.batchers:
+            version = old.versions[variant].version
+            if version not in kept:
+                self.metrics.forget(old.name, version)
 
     def _prune(self) -> None:
         used = {h.uri for e in self._entries.values() for h in e.runtime.versions.values()}

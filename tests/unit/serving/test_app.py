@@ -164,3 +164,23 @@ def test_a_canary_keeps_its_statistics_when_its_weight_changes() -> None:
         assert stats["canary"]["requests"] == 0 and stats["primary"]["requests"] >= 20
 
     run(body)
+
+
+def test_a_retired_version_leaves_no_queue_depth_gauge() -> None:
+    def versions(server: InferenceServer) -> set[str]:
+        return {dict(labels)["version"] for labels in samples(server, "loopml_serving_queue_depth")}
+
+    async def body(server: InferenceServer, source: Source, client: httpx.AsyncClient) -> None:
+        batching = BatchingConfig(enabled=True, max_latency_ms=1)
+        source.put("ep", TrafficPolicy.single("m/1"), batching)
+        assert (await invoke(client, "ep")).status_code == 200
+        assert versions(server) == {"1"}
+        source.put("ep", TrafficPolicy.single("m/2"), batching)
+        await invoke(client, "ep")
+        await swapped(server, "ep", 2)
+        assert versions(server) == {"2"}
+        del source.endpoints["ep"]
+        assert (await invoke(client, "ep")).status_code == 404
+        assert versions(server) == set()
+
+    run(body)
