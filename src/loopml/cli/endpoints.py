@@ -4,6 +4,7 @@ $ loopml endpoints create churn --model churn@champion
 $ loopml endpoints update churn --canary churn@challenger:10 --reason "try v7"
 $ loopml endpoints update churn --shadow churn/8 --max-batch-size 32
 $ loopml endpoints show churn --json
+$ loopml endpoints traffic churn --metric quality
 $ loopml endpoints list
 $ loopml endpoints delete churn
 """
@@ -195,6 +196,58 @@ def show(name: Name, as_json: JsonOption = False) -> None:
     table = render._table("When", "Kind", "User", "Reason")
     for ev in events:
         table.add_row(render.fmt_time(ev.timestamp), ev.kind, ev.user, ev.reason[:80])
+    render.print_table(table)
+
+
+@app.command("traffic")
+def traffic(
+    name: Name,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="A/B metric: error_rate, latency_ms or quality (default: the policy's)."),
+    ] = None,
+    alpha: Annotated[float, typer.Option(min=0, max=1, help="Significance level of the A/B test.")] = 0.05,
+    as_json: JsonOption = False,
+) -> None:
+    """Per-variant statistics and the A/B report, as the serving process gathered them."""
+    from loopml.cli import render
+    from loopml.client.http_serving import HttpEndpointService
+
+    svc = _service()
+    if not isinstance(svc, HttpEndpointService):
+        raise InvalidInput(
+            "traffic statistics live in the server that hosts the endpoint; set "
+            "LOOPML_TRACKING_URI to that `loopml server`",
+            details={"field": "tracking_uri"},
+        )
+    report = svc.traffic(name, metric, alpha)
+    if as_json:
+        render.print_json(report)
+        return
+    table = render._table("Variant", "Requests", "Error rate", "p50 ms", "p99 ms", "Quality (n)")
+    for variant, s in report["stats"].items():
+        quality = "-" if s["quality_mean"] is None else f"{s['quality_mean']:.4g} ({s['quality_n']})"
+        table.add_row(
+            variant,
+            str(s["requests"]),
+            f"{s['error_rate']:.4f}",
+            f"{s['latency_p50_ms']:.2f}",
+            f"{s['latency_p99_ms']:.2f}",
+            quality,
+        )
+    render.print_table(table)
+    ab = report["ab"]
+    compared = f"{ab['metric']} vs {ab['baseline']}"
+    table = render._table("Arm", compared, "Difference", "p-value", "Significant")
+    for arm, c in ab["arms"].items():
+        p_value = "-" if c["p_value"] is None else f"{c['p_value']:.4g}"
+        table.add_row(
+            arm,
+            f"{c['value']:.4g} vs {c['baseline']:.4g}",
+            f"{c['difference']:+.4g}",
+            p_value,
+            "yes" if c["significant"] else f"no (alpha {ab['alpha']:g})",
+        )
     render.print_table(table)
 
 

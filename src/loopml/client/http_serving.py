@@ -104,3 +104,23 @@ class HttpEndpointService(ApiClient, EndpointService):
     def list_events(self, name: str, limit: int = 100) -> list[DeploymentEvent]:
         found = self._call("GET", f"/endpoints/{_q(name)}/events", params={"limit": limit})
         return [DeploymentEvent.from_dict(e) for e in found["events"]]
+
+    # Not in the EndpointService contract: the statistics live in the serving process.
+    def traffic(self, name: str, metric: str | None = None, alpha: float = 0.05) -> dict[str, Any]:
+        """Per-variant statistics and the A/B report of ``name`` on the server.
+
+        >>> svc.traffic("churn", metric="quality")["ab"]["arms"]["canary"]["p_value"]  # doctest: +SKIP
+        0.012
+        """
+        params: dict[str, Any] = {"alpha": alpha, **({"metric": metric} if metric else {})}
+        found: dict[str, Any] = self._call("GET", f"/endpoints/{_q(name)}/traffic", params=params)
+        return found
+
+    def feedback(self, name: str, request_id: str, quality: float) -> dict[str, Any]:
+        """Report a quality score (higher is better) for the request answered with ``request_id``.
+
+        >>> svc.feedback("churn", response.headers["x-request-id"], 1.0)  # doctest: +SKIP
+        """
+        body = {"request_id": request_id, "quality": quality}
+        found: dict[str, Any] = self._call("POST", f"/endpoints/{_q(name)}/feedback", json=body, safe=False)
+        return found

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 import numpy as np
 import orjson
@@ -42,14 +43,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from loopml import __version__
-from loopml.errors import LoopmlError, NotFound, Unavailable
+from loopml.errors import InvalidInput, LoopmlError, NotFound, Unavailable
 from loopml.serving.batching import MicroBatcher
 from loopml.serving.host import EndpointRuntime, LoadedVersion, build_runtime, load_version
 from loopml.serving.metrics import ServingMetrics
 from loopml.serving.predlog import PredictionLog
 from loopml.serving.protocols import mlflow as mlflow_protocol
 from loopml.serving.protocols import v2
-from loopml.serving.records import DeploymentEvent, Endpoint, Variant
+from loopml.serving.records import DeploymentEvent, Endpoint, QualitySignal, Variant
 from loopml.serving.service import EndpointService
 from loopml.serving.validation import output_columns
 
@@ -57,6 +58,7 @@ log = logging.getLogger("loopml.serving")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON = "application/json"
 _V2_TYPES = ("", _JSON, "application/octet-stream")
+AB_METRICS: tuple[str, ...] = get_args(QualitySignal)
 
 
 class PayloadTooLarge(LoopmlError):
@@ -355,6 +357,7 @@ class InferenceServer:
     def _after(self, o: _Outcome) -> None:
         name, version = o.runtime.name, o.handle.version
         self.metrics.request(name, version, o.variant.name, o.latency_ms)
+        o.runtime.recent.add(o.request_id, o.variant)
         self._log(o)
         self._judge(o.runtime, o.variant, o.latency_ms, error=False)
 
@@ -377,7 +380,9 @@ class InferenceServer:
         )
 
     def _judge(self, runtime: EndpointRuntime, variant: Variant, latency: float, *, error: bool) -> None:
-        event = runtime.router.observe(variant, latency, error)
+        self._rolled_back(runtime, runtime.router.observe(variant, latency, error))
+
+    def _rolled_back(self, runtime: EndpointRuntime, event: DeploymentEvent | None) -> None:
         if event is not None:
             self.metrics.rollback(runtime.name)
             # loopml serve keeps no revisions: publish the rolled-back split here, not on a rebuild
@@ -401,6 +406,43 @@ class InferenceServer:
         self.metrics.request(runtime.name, handle.version, variant.name, latency, error=status != "ok")
         runtime.router.observe(variant, latency, status != "ok")
         self._log(_Outcome(runtime, variant, handle, request_id, model_input, result, latency, status))
+
+    # ---- statistics and feedback (the native API's /traffic and /feedback) ----------------
+    async def traffic(self, name: str, metric: str | None = None, alpha: float = 0.05) -> dict[str, Any]:
+        """Per-variant statistics and the A/B report of ``name`` (``metric`` defaults to the
+        policy's ``ab_metric``), as gathered by this process since the variants joined."""
+        if metric is not None and metric not in AB_METRICS:
+            raise InvalidInput(
+                f"A/B metric {metric!r} is unknown; use {', '.join(AB_METRICS)}",
+                details={"field": "metric", "expected": list(AB_METRICS)},
+            )
+        if not 0.0 < alpha < 1.0:
+            raise InvalidInput(f"alpha {alpha} must be between 0 and 1", details={"field": "alpha"})
+        runtime = await self.runtime(name)
+        router = runtime.router
+        return {
+            "endpoint": name,
+            "revision": runtime.endpoint.revision,
+            "policy": router.policy.to_dict(),
+            "stats": router.stats(),
+            "ab": router.ab_report(cast(QualitySignal | None, metric), alpha=alpha),
+        }
+
+    async def feedback(self, name: str, request_id: str, quality: float) -> dict[str, Any]:
+        """Credit a quality score (higher is better; e.g. a delayed label's correctness) to the
+        variant that answered ``request_id``; it feeds the rollback judge and the A/B report."""
+        if not math.isfinite(quality):
+            raise InvalidInput(f"quality {quality} must be a finite number", details={"field": "quality"})
+        runtime = await self.runtime(name)
+        variant = runtime.recent.get(request_id)
+        if variant is None:
+            raise NotFound(
+                f"endpoint {name!r} has no recent request {request_id!r} in this server process; "
+                f"send feedback for one of its last {runtime.recent.limit} answered requests",
+                details={"request_id": request_id},
+            )
+        self._rolled_back(runtime, runtime.router.observe_quality(variant, quality))
+        return {"endpoint": name, "request_id": request_id, "variant": variant.name, "quality": quality}
 
     async def close(self) -> None:
         for name in list(self._entries):

@@ -99,6 +99,11 @@ class VariantStats:
         if quality is not None and math.isfinite(quality):
             self.quality.add(float(quality))
 
+    def add_quality(self, quality: float) -> None:
+        """A score reported after the request was counted (a delayed label)."""
+        if math.isfinite(quality):
+            self.quality.add(float(quality))
+
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
@@ -322,6 +327,18 @@ class TrafficRouter:
             if not isinstance(variant, str) and self._uri_of(name) != variant.model_uri:
                 return None
             stats.add(latency_ms, error, quality)
+            return self._maybe_roll_back()
+
+    def observe_quality(self, variant: Variant, quality: float) -> DeploymentEvent | None:
+        """Record a quality score for a request already counted by :meth:`observe` (feedback
+        that arrives after the answer: the request is not counted twice). Returns the rollback
+        event if the score made the judge roll the canary back; ignored like :meth:`observe`
+        for a variant that left the policy or was re-pointed."""
+        with self._lock:
+            stats = self._stats.get(variant.name)
+            if stats is None or self._uri_of(variant.name) != variant.model_uri:
+                return None
+            stats.add_quality(quality)
             return self._maybe_roll_back()
 
     def stats(self) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ version, after which the old runtime's batchers drain and close.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -91,6 +92,33 @@ def predict_many(predict: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return out
 
 
+RECENT_REQUESTS = 100_000
+"""Request ids remembered per endpoint for feedback (about 15 MB at the bound)."""
+
+
+class RecentRequests:
+    """Which variant answered each recent request id, oldest forgotten first (bounded), so
+    a quality score reported later is credited to the variant that earned it.
+
+    >>> recent = RecentRequests(limit=1)
+    >>> recent.add("a", Variant("primary", "m/1")); recent.add("b", Variant("primary", "m/1"))
+    >>> recent.get("a") is None, recent.get("b").name
+    (True, 'primary')
+    """
+
+    def __init__(self, limit: int = RECENT_REQUESTS) -> None:
+        self.limit = limit
+        self._served: OrderedDict[str, Variant] = OrderedDict()
+
+    def add(self, request_id: str, variant: Variant) -> None:
+        self._served[request_id] = variant
+        if len(self._served) > self.limit:
+            self._served.popitem(last=False)
+
+    def get(self, request_id: str) -> Variant | None:
+        return self._served.get(request_id)
+
+
 class EndpointRuntime:
     """One revision of an endpoint: versions by variant name, router, batchers."""
 
@@ -106,18 +134,20 @@ class EndpointRuntime:
         self.name = endpoint.name
         self.versions = versions
         self.router = TrafficRouter(endpoint.policy, endpoint=endpoint.name)
+        self.recent = RecentRequests()
         self.batchers: dict[str, MicroBatcher[Any, Any]] = {}
         if endpoint.batching.enabled:
             for variant_name, handle in versions.items():
                 self.batchers[variant_name] = _batcher(endpoint.batching, handle, executor, on_batch)
 
     def adopt(self, previous: EndpointRuntime) -> None:
-        """Carry over ``previous``'s traffic router, switched to this revision's policy: a
-        variant whose model is unchanged keeps its statistics (a canary going from 10% to 50%
-        keeps its evidence). Call on the event loop at the swap itself, so no request routes
-        by the new policy into the old revision's versions."""
+        """Carry over ``previous``'s recent request ids and traffic router, the router switched
+        to this revision's policy: a variant whose model is unchanged keeps its statistics (a
+        canary going from 10% to 50% keeps its evidence). Call on the event loop at the swap
+        itself, so no request routes by the new policy into the old revision's versions."""
         previous.router.update(self.endpoint.policy)
         self.router = previous.router
+        self.recent = previous.recent  # feedback may arrive after an update
 
     @property
     def primary(self) -> LoadedVersion:

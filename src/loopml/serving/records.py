@@ -114,7 +114,8 @@ class RollbackPolicy:
 
     The judge acts only after both variants have seen ``min_requests`` requests. A margin of
     ``None`` disables that check. ``quality`` is a per-request score reported by the caller
-    (higher is better); ``max_quality_drop`` is how much lower the canary's mean may be.
+    (higher is better; ``POST /api/v1/endpoints/E/feedback``); ``max_quality_drop`` is how
+    much lower the canary's mean may be.
     """
 
     enabled: bool = True
