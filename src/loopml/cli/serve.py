@@ -25,6 +25,10 @@ def serve(
     ] = 5.0,
     name: Annotated[str | None, typer.Option(help="Endpoint name (default: the model's name).")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the prediction log.")] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option("--trust-pickle", help="Allow pickle-based (pyfunc) models: they run code when loaded."),
+    ] = False,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body accepted (413 above).")] = (
         64 * 1024 * 1024
     ),
@@ -43,7 +47,9 @@ def serve(
     batching = BatchingConfig(
         enabled=max_batch_size > 0, max_batch_size=max(1, max_batch_size), max_latency_ms=max_latency_ms
     )
-    endpoint = Endpoint(name or _model_name(uri), policy, batching, 0, 0, settings.user)
+    endpoint = Endpoint(
+        name or _model_name(uri), policy, batching, 0, 0, settings.user, trust_pickle=trust_pickle
+    )
     plog = None if no_log else PredictionLog(default_root(settings))
     server = InferenceServer.single(endpoint, prediction_log=plog, max_body_bytes=max_body_bytes)
     typer.echo(f"serving {uri} as {endpoint.name!r} on http://{host}:{port} (Ctrl+C to stop)", err=True)

@@ -45,7 +45,7 @@ from starlette.routing import BaseRoute, Route
 from loopml import __version__
 from loopml.errors import InvalidInput, LoopmlError, NotFound, Unavailable
 from loopml.serving.batching import MicroBatcher
-from loopml.serving.host import EndpointRuntime, LoadedVersion, build_runtime, load_version
+from loopml.serving.host import EndpointRuntime, LoadedVersion, Loader, build_runtime, load_version
 from loopml.serving.metrics import ServingMetrics
 from loopml.serving.predlog import PredictionLog
 from loopml.serving.protocols import mlflow as mlflow_protocol
@@ -134,7 +134,7 @@ class InferenceServer:
         self,
         source: EndpointSource,
         *,
-        loader: Callable[[str], LoadedVersion] = load_version,
+        loader: Loader = load_version,
         metrics: ServingMetrics | None = None,
         prediction_log: PredictionLog | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -152,7 +152,7 @@ class InferenceServer:
         self.default_endpoint = default_endpoint
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._models: dict[str, LoadedVersion] = {}
+        self._models: dict[tuple[str, bool], LoadedVersion] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -254,9 +254,13 @@ class InferenceServer:
                 self.metrics.forget(old.name, version)
 
     def _prune(self) -> None:
-        used = {h.uri for e in self._entries.values() for h in e.runtime.versions.values()}
-        for uri in [u for u in self._models if u not in used]:
-            del self._models[uri]
+        used = {
+            (h.uri, e.runtime.endpoint.trust_pickle)
+            for e in self._entries.values()
+            for h in e.runtime.versions.values()
+        }
+        for key in [k for k in self._models if k not in used]:
+            del self._models[key]
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -199,20 +199,27 @@ def _batcher(
     )
 
 
+Loader = Callable[..., LoadedVersion]
+"""Called as ``loader(uri, trust_pickle=flag)``, like :func:`load_version`."""
+
+
 def build_runtime(
     endpoint: Endpoint,
-    loader: Callable[[str], LoadedVersion],
+    loader: Loader,
     *,
-    cache: dict[str, LoadedVersion] | None = None,
+    cache: dict[tuple[str, bool], LoadedVersion] | None = None,
     on_batch: Callable[[str, int], None] | None = None,
 ) -> EndpointRuntime:
-    """Load every variant of ``endpoint`` (reusing ``cache`` by URI: a canary step that keeps
-    the same versions does not reload them) and build its runtime. Runs off the event loop."""
+    """Load every variant of ``endpoint`` (reusing ``cache`` by URI and ``trust_pickle``: a
+    canary step that keeps the same versions does not reload them, and a model loaded for an
+    endpoint that trusts pickles never serves one that does not) and build its runtime. Runs
+    off the event loop."""
     cache = cache if cache is not None else {}
     versions: dict[str, LoadedVersion] = {}
     for variant in endpoint.policy.variants:
-        if variant.model_uri not in cache:
+        key = (variant.model_uri, endpoint.trust_pickle)
+        if key not in cache:
             log.info("endpoint %s: loading %s", endpoint.name, variant.model_uri)
-            cache[variant.model_uri] = loader(variant.model_uri)
-        versions[variant.name] = cache[variant.model_uri]
+            cache[key] = loader(variant.model_uri, trust_pickle=endpoint.trust_pickle)
+        versions[variant.name] = cache[key]
     return EndpointRuntime(endpoint, versions, on_batch=on_batch)

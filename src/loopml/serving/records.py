@@ -282,7 +282,11 @@ class BatchingConfig:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A named endpoint; ``revision`` grows by one on every update (hosts reload on change)."""
+    """A named endpoint; ``revision`` grows by one on every update (hosts reload on change).
+
+    ``trust_pickle`` lets hosts load its pickle-based (pyfunc) models, which run arbitrary code
+    when loaded: off unless the operator says the models come from a trusted source.
+    """
 
     name: str
     policy: TrafficPolicy
@@ -292,6 +296,7 @@ class Endpoint:
     created_by: str
     description: str = ""
     revision: int = 1
+    trust_pickle: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -303,6 +308,7 @@ class Endpoint:
             "created_by": self.created_by,
             "description": self.description,
             "revision": self.revision,
+            "trust_pickle": self.trust_pickle,
         }
 
     @classmethod
@@ -316,6 +322,7 @@ class Endpoint:
             created_by=str(data.get("created_by", "")),
             description=str(data.get("description", "")),
             revision=int(data.get("revision", 1)),
+            trust_pickle=data.get("trust_pickle") is True,
         )
 
 

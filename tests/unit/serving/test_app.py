@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopml.errors import NotFound
@@ -50,8 +52,12 @@ class Source:
         self.put(name, event.policy)
 
 
-def loader(uri: str) -> LoadedVersion:
+LOADS: list[tuple[str, bool]] = []
+
+
+def loader(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
     """``models:/m/N`` predicts N for every row (so a response names the version that served it)."""
+    LOADS.append((uri, trust_pickle))
     version = uri.rsplit("/", 1)[-1]
 
     def predict(x: Any) -> Any:
@@ -184,3 +190,38 @@ def test_a_retired_version_leaves_no_queue_depth_gauge() -> None:
         assert versions(server) == set()
 
     run(body)
+
+
+def test_trust_pickle_reaches_the_loader_and_is_never_shared() -> None:
+    async def body(server: InferenceServer, source: Source, client: httpx.AsyncClient) -> None:
+        LOADS.clear()
+        source.put("plain", TrafficPolicy.single("m/1"))
+        source.endpoints["trusted"] = replace(source.get("plain"), name="trusted", trust_pickle=True)
+        assert (await invoke(client, "plain")).status_code == 200
+        assert (await invoke(client, "trusted")).status_code == 200
+        # the same URI loaded twice: a model loaded trusting pickles never serves "plain"
+        assert LOADS == [("models:/m/1", False), ("models:/m/1", True)]
+
+    run(body)
+
+
+@pytest.mark.parametrize(("flag", "trusted"), [([], False), (["--trust-pickle"], True)])
+def test_loopml_serve_trusts_pickle_only_when_told(
+    flag: list[str], trusted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from loopml.cli import app as cli_app
+
+    served: list[Endpoint] = []
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    monkeypatch.setattr(
+        InferenceServer,
+        "single",
+        classmethod(lambda cls, e, **kw: served.append(e) or cls(FixedEndpoints(e))),
+    )
+    result = CliRunner().invoke(cli_app, ["serve", "m/1", "--no-log", *flag])
+    assert result.exit_code == 0, result.output
+    assert [e.trust_pickle for e in served] == [trusted]
