@@ -22,11 +22,12 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 venv: $(VENV)/.synced
 
-# Debian packages the tests need (a real PostgreSQL and Redis); installed only when root and missing.
+# Debian packages the tests need (a real PostgreSQL and Redis) and wrk (bench/serving); installed only when root and missing.
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing (apt-get)"; \
@@ -51,6 +52,7 @@ test: venv sysdeps lint
 bench: venv
 	$(BIN)/python bench/tracking/run.py
 	$(BIN)/python bench/registry/cold_load.py
+	$(BIN)/python bench/serving/run.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache
