@@ -372,3 +372,5 @@ deployment_events = Table(
     Column("policy", Text, nullable=True),
     Index("ix_deployment_events_endpoint", "endpoint", "timestamp"),
 )
+
+# ---- monitoring: labels, monitors, runs, results, alerts (migration 0006) ---------------------
