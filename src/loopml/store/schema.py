@@ -374,3 +374,63 @@ deployment_events = Table(
 )
 
 # ---- monitoring: labels, monitors, runs, results, alerts (migration 0006) ---------------------
+
+# A monitor's definition is one JSON document (monitoring.monitors.Monitor); last_run_at lets
+# the scheduler pick due monitors with one indexed comparison.
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("last_run_at", BigInteger, nullable=True),
+)
+
+# One row per execution of a monitor; result is the JSON of drift, quality and performance.
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("monitor", String(128), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("result", Text, nullable=False),
+    Index("ix_monitor_runs_monitor", "monitor", "started_at"),
+)
+
+# One row per episode of a violated rule: opened once, touched while it persists, resolved when
+# it clears; a new episode is a new row. delivery is the JSON of webhook attempts.
+monitor_alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("alert_id", String(32), primary_key=True),
+    Column("monitor", String(128), nullable=False),
+    Column("rule", String(256), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger, nullable=True),
+    Column("run_id", String(32), nullable=False),
+    Column("delivery", Text, nullable=False),
+    Index("ix_monitor_alerts_open", "monitor", "rule", "status"),
+)
+
+# Actions an alert asked for ("run pipeline NAME"), consumed by the pipelines capability.
+monitor_triggers = Table(
+    "monitor_triggers",
+    metadata,
+    Column("trigger_id", String(32), primary_key=True),
+    Column("alert_id", String(32), nullable=False),
+    Column("monitor", String(128), nullable=False),
+    Column("pipeline", String(256), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("claimed_at", BigInteger, nullable=True),
+    Column("claimed_by", String(256), nullable=True),
+    Index("ix_monitor_triggers_status", "status", "created_at"),
+)
