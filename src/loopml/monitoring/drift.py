@@ -337,7 +337,8 @@ def _numeric_drift(ask: _Ask, ref: _Num, cur: _Num, bins: Bins | None) -> Featur
     if not exact:
         method = "ks_approx" if method == "ks" else method
         note = (
-            "KS and Wasserstein read from histogram ECDFs (no raw reference sample): approximate, "
+            "KS and Wasserstein read from histogram ECDFs (a side is a profile, not raw rows): "
+            "approximate, "
             "error up to the mass of one histogram bin; p-value from the asymptotic distribution"
         )
     s, p, t, drifted = _verdict(method, stats, ask.threshold)
