@@ -53,6 +53,7 @@ bench: venv
 	$(BIN)/python bench/tracking/run.py
 	$(BIN)/python bench/registry/cold_load.py
 	$(BIN)/python bench/serving/run.py
+	$(BIN)/python bench/drift/run.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,127 @@
+"""Drift benchmark: loopml's full drift computation vs Evidently's DataDriftPreset vs a plain
+NumPy floor, on the same synthetic data (20 numeric + 5 categorical columns, planted shifts in 6).
+
+Each contender runs in its own child process (Evidently in ``.bench/evidently-venv``, made with
+``python3 -m venv`` + ``pip install evidently "pandas<3"``); the child reports the CPU seconds
+of the computation alone, the parent reads the child's peak RSS from ``os.wait4``.  Verdicts on
+the planted columns must agree.  Targets at 1M rows: >= 20x less CPU than Evidently, <= 1/3 of
+its peak RSS, within 1.5x of the floor.
+
+    .venv/bin/python bench/drift/run.py --quick      # 100k rows per side only
+    .venv/bin/python bench/drift/run.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).with_name("children.py")
+EVIDENTLY = ROOT / ".bench" / "evidently-venv" / "bin" / "python"
+PLANTED = {"n0", "n1", "n2", "n3", "c0", "c1"}
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def make_data(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    cats = np.array([f"cat_{i}" for i in range(8)])
+    ref: dict[str, np.ndarray] = {}
+    cur: dict[str, np.ndarray] = {}
+    for i in range(20):
+        ref[f"n{i}"] = rng.normal(i, 1.0 + i / 10, n)
+        cur[f"n{i}"] = rng.normal(i, 1.0 + i / 10, n)
+    cur["n0"] = rng.normal(0.5, 1.0, n)  # mean shift
+    cur["n1"] = rng.normal(1.0, 1.1 * 1.6, n)  # scale shift
+    cur["n2"] = rng.normal(2.0 + 0.4 * 1.2, 1.2, n)  # smaller mean shift
+    cur["n3"] = np.where(rng.random(n) < 0.3, rng.normal(8.0, 1.0, n), rng.normal(3.0, 1.3, n))  # mixture
+    for i in range(5):
+        ref[f"c{i}"] = rng.choice(cats, n)
+        cur[f"c{i}"] = rng.choice(cats, n)
+    cur["c0"] = rng.choice(cats, n, p=[0.4] + [0.6 / 7] * 7)  # one category grows
+    cur["c1"] = rng.choice(np.append(cats, "new"), n, p=[0.7 / 8] * 8 + [0.3])  # unseen category
+    return pa.table(ref), pa.table(cur)
+
+
+def run_child(cmd: list[str]) -> dict[str, object]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=ENV, cwd=ROOT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[1:3]} failed with exit code {proc.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    result["child_cpu"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+def bench_size(n: int, tmp: Path, with_evidently: bool) -> dict[str, object]:
+    ref, cur = make_data(n)
+    rp, cp = tmp / f"ref_{n}.parquet", tmp / f"cur_{n}.parquet"
+    pq.write_table(ref, rp)
+    pq.write_table(cur, cp)
+    del ref, cur
+    row: dict[str, object] = {"rows": n}
+    row["loopml"] = run_child([sys.executable, str(CHILD), "loopml", str(rp), str(cp)])
+    row["floor"] = run_child([sys.executable, str(CHILD), "floor", str(rp), str(cp)])
+    if with_evidently:
+        row["evidently"] = run_child([str(EVIDENTLY), str(CHILD), "evidently", str(rp), str(cp)])
+    return row
+
+
+def report(row: dict[str, object]) -> None:
+    lm, fl = row["loopml"], row["floor"]
+    assert isinstance(lm, dict) and isinstance(fl, dict)
+    print(f"\n{row['rows']:,} rows per side, 25 columns (planted shifts in {sorted(PLANTED)})")
+    print(f"{'':10} {'cpu s':>8} {'peak MB':>9}  drifted")
+    for name in ("loopml", "floor", "evidently"):
+        r = row.get(name)
+        if isinstance(r, dict):
+            print(f"{name:10} {r['cpu']:8.2f} {r['peak_rss_mb']:9.0f}  {r['drifted']}")
+    print(f"loopml / floor CPU: {lm['cpu'] / fl['cpu']:.2f}x (target <= 1.5x)")
+    print(f"loopml verdicts == planted: {set(lm['drifted']) == PLANTED}")  # type: ignore[arg-type]
+    ev = row.get("evidently")
+    if isinstance(ev, dict):
+        print(f"Evidently / loopml CPU: {ev['cpu'] / lm['cpu']:.1f}x (target >= 20x)")
+        print(f"loopml / Evidently peak RSS: {lm['peak_rss_mb'] / ev['peak_rss_mb']:.2f} (target <= 0.33)")
+        same = set(ev["drifted"]) & PLANTED == set(lm["drifted"]) & PLANTED  # type: ignore[operator]
+        print(f"same verdicts on the planted columns: {same}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100k rows per side only")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--no-evidently", action="store_true", help="skip the peer (no venv needed)")
+    args = parser.parse_args()
+    with_evidently = not args.no_evidently
+    if with_evidently and not EVIDENTLY.exists():
+        print(
+            f"{EVIDENTLY} missing: python3 -m venv .bench/evidently-venv && "
+            '.bench/evidently-venv/bin/pip install evidently "pandas<3"; running without the peer'
+        )
+        with_evidently = False
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="loopml-drift-") as tmp:
+        for n in (100_000,) if args.quick else (100_000, 1_000_000):
+            rows.append(bench_size(n, Path(tmp), with_evidently))
+            report(rows[-1])
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
