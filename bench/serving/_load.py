@@ -116,12 +116,12 @@ class Wrk:
         lua.write_text(LUA % {"body": body_path})
         return lua
 
-    def run(self, url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
+    def run(self, url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
         argv = [
             self.exe,
             "-t1",
             f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-d{seconds}s",
             "--timeout",
             "10s",
             "-s",
@@ -138,7 +138,7 @@ class Wrk:
         return out
 
     def measure(
-        self, result: Result, pid: int, url: str, script: Path, *, warmup_s: float, window_s: float, reps: int
+        self, result: Result, pid: int, url: str, script: Path, *, warmup_s: int, window_s: int, reps: int
     ) -> Result:
         self.run(url, script, result.connections, warmup_s)
         for _ in range(reps):

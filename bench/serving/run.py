@@ -81,8 +81,8 @@ FLOOR, LOOPML, BATCHED, MLFLOW = (
 @dataclass(frozen=True)
 class Plan:
     reps: int
-    window_s: float
-    warmup_s: float
+    window_s: int  # wrk takes whole seconds
+    warmup_s: int
 
 
 @dataclass
@@ -281,14 +281,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="3 windows of 1.5 s (whole run ~3 min)")
+    parser.add_argument("--quick", action="store_true", help="3 windows of 1 s (whole run ~2.5 min)")
     parser.add_argument("--json", type=Path, help="write all figures and windows here")
     parser.add_argument("--no-mlflow", action="store_true", help="skip mlflow models serve")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-latency-ms", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args()
-    plan = Plan(3, 1.5, 0.5) if args.quick else Plan(5, 4.0, 2.0)
+    plan = Plan(3, 1, 1) if args.quick else Plan(5, 4, 2)
     batch = (args.max_batch_size, args.max_latency_ms)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, load_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 and shutil.which("taskset") else (None, None)
