@@ -34,6 +34,8 @@ class Settings:
     user: str = ""
     # The largest dataset upload (its Parquet bytes) the server accepts for registration.
     max_dataset_upload_bytes: int = 8 << 30
+    # Whether ``loopml server`` runs scheduled monitors in a background thread (0 turns it off).
+    monitor_scheduler: bool = True
 
     @property
     def is_remote(self) -> bool:
@@ -79,6 +81,8 @@ class Settings:
             http_timeout=float(values.get("http_timeout", 60.0)),
             user=values.get("user") or _login_name(),
             max_dataset_upload_bytes=_as_int(values, "max_dataset_upload_bytes", 8 << 30),
+            monitor_scheduler=str(values.get("monitor_scheduler", "1")).lower()
+            not in ("0", "false", "no", "off"),
         )
 
 

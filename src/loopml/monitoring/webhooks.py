@@ -109,7 +109,7 @@ def deliver(
     *,
     allow_private: bool = False,
     attempts: int = ATTEMPTS,
-    backoff_s: float = BACKOFF_S,
+    backoff_s: float | None = None,
     timeout_s: float = TIMEOUT_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
@@ -120,6 +120,7 @@ def deliver(
     >>> deliver("https://hooks.example.com/x", {"alert": "..."})   # doctest: +SKIP
     {'url': 'https://hooks.example.com/x', 'ok': True, 'attempts': 1, 'status': 200, 'error': None}
     """
+    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     record: dict[str, Any] = {"url": url, "ok": False, "attempts": 0, "status": None, "error": None}
     try:
         validate_url(url, allow_private=allow_private)  # again: DNS may have changed since saving

@@ -15,10 +15,13 @@ from starlette.responses import Response
 from loopml import __version__
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
+from loopml.monitoring.labels import default_root as labels_root
+from loopml.monitoring.local import LocalMonitorService
 from loopml.registry.local import LocalRegistryService
 from loopml.server import (
     api_v1,
     api_v1_data,
+    api_v1_monitoring,
     api_v1_registry,
     api_v1_serving,
     mlflow_artifacts,
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_v1_data.install(app, app.state.tracking, settings)
     app.include_router(api_v1_serving.router)
     _mount_inference(app, settings)
+    _mount_monitoring(app, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
@@ -72,6 +76,16 @@ def _mount_inference(app: FastAPI, settings: Settings) -> None:
     app.state.inference = inference
     app.router.routes.extend(inference.routes(root=False))
     app.router.on_shutdown.append(inference.close)
+
+
+def _mount_monitoring(app: FastAPI, settings: Settings) -> None:
+    """Labels, performance and monitors under /api/v1; scheduled monitors run in the background
+    unless LOOPML_MONITOR_SCHEDULER=0. A run first writes the queued prediction log."""
+    svc = LocalMonitorService(
+        app.state.tracking.db, app.state.data, default_root(settings), labels_root(settings), settings.user
+    )
+    svc.before_run = app.state.inference.prediction_log.flush
+    api_v1_monitoring.install(app, svc, settings)
 
 
 def create_app_from_env() -> FastAPI:
