@@ -99,6 +99,18 @@ def report(row: dict[str, object]) -> None:
         print(f"same verdicts on the planted columns: {same}")
 
 
+EVIDENTLY_PIN = ("evidently==0.7.23", "pandas<3")
+
+
+def ensure_evidently_venv() -> None:
+    """Create the peer's own venv (gitignored) with the pinned Evidently; pandas<3 as it needs."""
+    venv = EVIDENTLY.parent.parent
+    print(f"creating {venv} with {' '.join(EVIDENTLY_PIN)} ...", flush=True)
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True, timeout=600)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", *EVIDENTLY_PIN]
+    subprocess.run(pip, check=True, timeout=1800)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,11 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     with_evidently = not args.no_evidently
     if with_evidently and not EVIDENTLY.exists():
-        print(
-            f"{EVIDENTLY} missing: python3 -m venv .bench/evidently-venv && "
-            '.bench/evidently-venv/bin/pip install evidently "pandas<3"; running without the peer'
-        )
-        with_evidently = False
+        ensure_evidently_venv()
     rows = []
     with tempfile.TemporaryDirectory(prefix="loopml-drift-") as tmp:
         for n in (100_000,) if args.quick else (100_000, 1_000_000):
