@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import tempfile
@@ -142,6 +143,8 @@ class LocalDataService(DataService):
             ).first()
         if known is not None and self.blobs.exists(known.snapshot_digest):
             return str(known.snapshot_digest), int(known.size_bytes)
+        if src.parquet_bytes is not None:  # the file's bytes as read: hashed once, here
+            return self.blobs.put_hashed(src.parquet_bytes, hashlib.sha256(src.parquet_bytes).hexdigest())
         if src.parquet_file is not None:
             with open(src.parquet_file, "rb") as fh:
                 return self.blobs.put(fh)

@@ -31,7 +31,9 @@ _DICTIONARY_SHARE = 64  # a dictionary page under 1/64 of its column chunk: few 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A table to register; ``parquet_file`` is set when it is exactly one Parquet file's rows.
+    """A table to register; ``parquet_file`` is set when it is exactly one Parquet file's rows,
+    and ``parquet_bytes`` then holds that file's bytes as they were read (the rows were parsed
+    from them, and the snapshot stores them).
 
     ``table`` may hold dictionary-encoded columns where the file stores plain strings (they are
     read as the file encodes them, which is cheaper); ``schema`` is the table's schema as loading
@@ -42,6 +44,7 @@ class Source:
     description: str
     parquet_file: Path | None = None
     stored_schema: pa.Schema | None = None
+    parquet_bytes: pa.Buffer | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -113,21 +116,27 @@ def _read_file(path: Path) -> pa.Table:
     )
 
 
-def _read_parquet(path: Path) -> tuple[pa.Table, pa.Schema]:
+def _read_parquet(path: Path) -> tuple[pa.Table, pa.Schema, pa.Buffer]:
     """One Parquet file's rows, with string columns the file dictionary-encodes kept encoded (the
-    profile and the hash need the dictionary anyway), and its schema as a plain read gives it."""
+    profile and the hash need the dictionary anyway), its schema as a plain read gives it, and
+    the file's bytes: read once, parsed from memory, so the rows and the bytes always agree."""
     try:
-        file = pq.ParquetFile(path)
+        with pa.OSFile(str(path)) as fh:
+            data = fh.read_buffer()
+        file = pq.ParquetFile(pa.BufferReader(data))
         schema = file.schema_arrow
         encoded = _dictionary_columns(file.metadata, schema)
-        table = pq.read_table(path, read_dictionary=encoded or None)
+        if encoded:
+            file = pq.ParquetFile(pa.BufferReader(data), read_dictionary=encoded, metadata=file.metadata)
+        # One chunk per row group (read_table would cut 128Ki-row batches that decoding then joins).
+        table = file.read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(f"cannot read {str(path)!r}: {exc}", details={"field": "source"}) from None
     plain = schema if not encoded else table.schema
     for name in encoded:
         i = plain.get_field_index(name)
         plain = plain.set(i, plain.field(i).with_type(schema.field(name).type))
-    return _no_views(table), _no_views_schema(plain)
+    return _no_views(table), _no_views_schema(plain), data
 
 
 def _dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:
@@ -158,8 +167,8 @@ def _read_path(path: Path) -> Source:
     resolved = path.resolve()
     if path.is_file():
         if _kind(path) == "parquet":
-            table, schema = _read_parquet(path)
-            return Source(table, f"file:{resolved}", resolved, schema)
+            table, schema, data = _read_parquet(path)
+            return Source(table, f"file:{resolved}", resolved, schema, data)
         return Source(_no_views(_read_file(path)), f"file:{resolved}")
     parts = sorted(
         p

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -26,6 +27,7 @@ from typing import IO, Any
 from loopml.errors import IntegrityError, InvalidInput, NotFound
 
 CHUNK = 1 << 20
+_WRITE_MAX = 1 << 30  # one write() moves at most this much (Linux caps a write near 2 GiB)
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -37,11 +39,24 @@ def blob_key(digest: str) -> str:
 
 class BlobStore(abc.ABC):
     """Subclasses implement :meth:`put` (hash while writing, publish atomically),
-    :meth:`open_raw` (a binary stream of a stored blob) and :meth:`exists`."""
+    :meth:`open_raw` (a binary stream of a stored blob) and :meth:`exists`; they may override
+    :meth:`put_hashed` to store in-memory bytes without hashing them again."""
 
     @abc.abstractmethod
     def put(self, stream: IO[bytes]) -> tuple[str, int]:
         """Store the stream's bytes; return (sha256 hex digest, size)."""
+
+    def put_hashed(self, data: bytes | memoryview, digest: str) -> tuple[str, int]:
+        """Store ``data``, whose sha256 hex digest the caller has computed as ``digest``; return
+        (digest, size).  The digest is trusted here (reads still verify it).  This default hashes
+        again through :meth:`put` and refuses a wrong digest, storing nothing under it."""
+        blob_key(digest)
+        stored, size = self.put(io.BytesIO(data))
+        if stored != digest:
+            raise IntegrityError(
+                f"bytes claimed to hash to {digest} hash to {stored}", details={"digest": digest}
+            )
+        return stored, size
 
     @abc.abstractmethod
     def open_raw(self, digest: str) -> IO[bytes]:
@@ -105,6 +120,26 @@ class LocalBlobStore(BlobStore):
         finally:
             Path(tmp_name).unlink(missing_ok=True)
 
+    def put_hashed(self, data: bytes | memoryview, digest: str) -> tuple[str, int]:
+        """Write ``data`` to a temp file, fsync it and rename it into place (nothing is written
+        when the blob is already stored); ``digest`` is not recomputed."""
+        final = self.root / blob_key(digest)
+        size = memoryview(data).nbytes
+        if final.exists():
+            return digest, size
+        fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                view, written = memoryview(data).cast("B"), 0
+                while written < size:  # a raw write may be partial
+                    written += out.write(view[written : written + _WRITE_MAX])
+                os.fsync(out.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            return digest, size
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+
     def open_raw(self, digest: str) -> IO[bytes]:
         try:
             return open(self.root / blob_key(digest), "rb")
@@ -139,6 +174,18 @@ class FsspecBlobStore(BlobStore):
             self.fs.rm(tmp)
         else:
             self.fs.mv(tmp, final)
+        return digest, size
+
+    def put_hashed(self, data: bytes | memoryview, digest: str) -> tuple[str, int]:
+        """Upload ``data`` to a temp object and move it into place; ``digest`` is not recomputed."""
+        final = f"{self.root}/{blob_key(digest)}"
+        size = memoryview(data).nbytes
+        if self.fs.exists(final):
+            return digest, size
+        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
+        with self.fs.open(tmp, "wb") as out:
+            out.write(data)
+        self.fs.mv(tmp, final)
         return digest, size
 
     def open_raw(self, digest: str) -> IO[bytes]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import pytest
 
 from loopml.errors import IntegrityError, InvalidInput
-from loopml.store.blobs import LocalBlobStore, blob_key, open_blob_store
+from loopml.store.blobs import BlobStore, LocalBlobStore, blob_key, open_blob_store
 from loopml.store.paths import safe_relpath
 
 
@@ -61,3 +62,26 @@ def test_fsspec_roots_work(tmp_path: Path) -> None:
     store = open_blob_store("memory://loopml-test-blobs")
     digest, _ = store.put(io.BytesIO(b"remote"))
     assert store.exists(digest) and store.read_bytes(digest) == b"remote"
+
+
+def test_put_hashed_stores_bytes_under_the_given_digest_once(tmp_path: Path) -> None:
+    data = b"already hashed" * 1000
+    digest = hashlib.sha256(data).hexdigest()
+    for store in (LocalBlobStore(tmp_path / "local"), open_blob_store("memory://loopml-test-hashed")):
+        assert store.put_hashed(data, digest) == (digest, len(data))
+        assert store.put_hashed(memoryview(data), digest) == (digest, len(data))
+        assert store.read_bytes(digest) == data and store.put(io.BytesIO(data)) == (digest, len(data))
+    assert list((tmp_path / "local" / "tmp").iterdir()) == []
+
+
+def test_the_default_put_hashed_refuses_a_wrong_digest(tmp_path: Path) -> None:
+    class Plain(LocalBlobStore):
+        put_hashed = BlobStore.put_hashed  # the base class's: hashes again through put
+
+    store = Plain(tmp_path)
+    good = hashlib.sha256(b"x").hexdigest()
+    assert store.put_hashed(b"x", good) == (good, 1)
+    with pytest.raises(IntegrityError, match="hash to"):
+        store.put_hashed(b"y", good)
+    with pytest.raises(InvalidInput):
+        store.put_hashed(b"x", "not-a-digest")
