@@ -185,7 +185,9 @@ def test_search_with_filters_and_paging(client: MlflowClient, logged: list[Logge
     tail = client.search_model_versions(f"name = '{names[0]}'", max_results=2, page_token=found.token)
     assert [v.version for v in tail] == ["1"]
     by_run = client.search_model_versions(f"run_id = '{run_id}' AND name = '{names[0]}'")
-    assert sorted(v.version for v in by_run) == ["1", "2", "3"], [(v.name, v.version, v.source, v.run_id) for v in by_run]
+    assert sorted(v.version for v in by_run) == ["1", "2", "3"], [
+        (v.name, v.version, v.source, v.run_id) for v in by_run
+    ]
 
 
 def test_stages_latest_versions_and_archive(client: MlflowClient, logged: list[Logged]) -> None:
