@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 from numpy.typing import NDArray
 
 from loopml.data.profile import ColumnProfile, Profile
@@ -61,6 +62,7 @@ from loopml.monitoring.windows import (
     category_counts,
     column_kind,
     numeric_values,
+    open_dataset,
     profile_bins,
     quantile_edges,
     to_table,
@@ -165,12 +167,14 @@ def _window_cat(w: CategoricalWindow) -> _Cat:
 
 
 class _Source:
-    """One side of the comparison: a raw table, a stored profile or a window profile."""
+    """One side of the comparison: a raw table, a dataset on disk (read one column at a time), a
+    stored profile or a window profile."""
 
     def __init__(self, data: Any, what: str) -> None:
         self.profile: Profile | None = None
         self.window: WindowProfile | None = None
         self.table: pa.Table | None = None
+        self.dataset: pads.Dataset | None = None
         self.label = what
         if isinstance(data, DatasetVersion):
             self.profile, self.label = data.profile, data.ref
@@ -178,33 +182,48 @@ class _Source:
             self.profile = data
         elif isinstance(data, WindowProfile):
             self.window = data
+        elif (dataset := open_dataset(data, what)) is not None:
+            self.dataset = dataset
         else:
             self.table = to_table(data, what)
 
     @property
     def raw(self) -> bool:
-        return self.table is not None
+        return self.table is not None or self.dataset is not None
 
     @property
     def num_rows(self) -> int:
         if self.table is not None:
             return int(self.table.num_rows)
+        if self.dataset is not None:
+            return int(self.dataset.count_rows())
         return self.profile.num_rows if self.profile is not None else self.window.num_rows  # type: ignore[union-attr]
 
     def names(self) -> list[str]:
         if self.table is not None:
             return list(self.table.column_names)
+        if self.dataset is not None:
+            return list(self.dataset.schema.names)
         return list(self.profile.columns if self.profile is not None else self.window.columns)  # type: ignore[union-attr]
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """A raw column: the table's, or read from the dataset now (and not kept)."""
+        if self.table is not None:
+            return self.table.column(name)
+        assert self.dataset is not None
+        return self.dataset.to_table(columns=[name]).column(0)
 
     def kind(self, name: str) -> str:
         if self.table is not None:
             return column_kind(self.table.column(name).type)
+        if self.dataset is not None:
+            return column_kind(self.dataset.schema.field(name).type)
         cols: Mapping[str, Any] = self.profile.columns if self.profile is not None else self.window.columns  # type: ignore[union-attr]
         return str(cols[name].kind)
 
     def numeric(self, name: str) -> _Num:
-        if self.table is not None:
-            return _raw_num(self.table.column(name))
+        if self.raw:
+            return _raw_num(self.column(name))
         if self.profile is not None:
             return _profile_num(self.profile.columns[name])
         w = self.window.columns[name]  # type: ignore[union-attr]
@@ -212,8 +231,8 @@ class _Source:
         return _window_num(w)
 
     def categorical(self, name: str) -> _Cat:
-        if self.table is not None:
-            return _raw_cat(self.table.column(name))
+        if self.raw:
+            return _raw_cat(self.column(name))
         if self.profile is not None:
             return _profile_cat(self.profile.columns[name])
         w = self.window.columns[name]  # type: ignore[union-attr]
@@ -221,8 +240,8 @@ class _Source:
         return _window_cat(w)
 
     def nulls(self, name: str) -> int:
-        if self.table is not None:
-            return int(self.table.column(name).null_count)
+        if self.raw:
+            return int(self.column(name).null_count)
         cols: Mapping[str, Any] = self.profile.columns if self.profile is not None else self.window.columns  # type: ignore[union-attr]
         return int(cols[name].nulls)
 

@@ -24,12 +24,14 @@ A window (an hour of the prediction log, one batch of a stream) is profiled agai
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from numpy.typing import NDArray
 
 from loopml.data.columns import combine, family
@@ -46,8 +48,25 @@ Float = NDArray[np.float64]
 # ---- input coercion ---------------------------------------------------------------------------
 
 
+def open_dataset(data: Any, what: str = "current") -> pads.Dataset | None:
+    """A ``pyarrow.dataset.Dataset`` for a path (a Parquet file or a directory of them) or a
+    dataset; ``None`` for anything else.  Drift reads such a side one column at a time."""
+    if isinstance(data, pads.Dataset):
+        return data
+    if not isinstance(data, str | os.PathLike):
+        return None
+    try:
+        return pads.dataset(os.fspath(data), format="parquet")
+    except (OSError, pa.ArrowInvalid) as e:
+        raise InvalidInput(
+            f"{what} data {os.fspath(data)!r} is not a readable Parquet file or directory: {e}",
+            details={"field": what},
+        ) from e
+
+
 def to_table(data: Any, what: str = "current") -> pa.Table:
-    """An Arrow table from a pyarrow/pandas/polars table or a mapping of columns."""
+    """An Arrow table from a pyarrow/pandas/polars table, a mapping of columns, or a Parquet
+    path or ``pyarrow.dataset.Dataset`` (read whole)."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -58,8 +77,11 @@ def to_table(data: Any, what: str = "current") -> pa.Table:
         return pa.Table.from_pandas(data, preserve_index=False)
     if isinstance(data, dict):
         return pa.table(data)
+    dataset = open_dataset(data, what)
+    if dataset is not None:
+        return dataset.to_table()
     raise InvalidInput(
-        f"{what} data is a {type(data).__name__}; pass a pyarrow, pandas or polars table",
+        f"{what} data is a {type(data).__name__}; pass a pyarrow, pandas or polars table or a Parquet path",
         details={"field": what},
     )
 
