@@ -434,3 +434,5 @@ monitor_triggers = Table(
     Column("claimed_by", String(256), nullable=True),
     Index("ix_monitor_triggers_status", "status", "created_at"),
 )
+
+# ---- features: versioned definitions (migration 0007) -----------------------------------------
