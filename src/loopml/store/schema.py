@@ -436,3 +436,18 @@ monitor_triggers = Table(
 )
 
 # ---- features: versioned definitions (migration 0007) -----------------------------------------
+
+# Every applied version of every definition; spec is its canonical JSON and digest that JSON's
+# sha256, so re-applying an unchanged definition is recognised without a new version.
+feature_definitions = Table(
+    "feature_definitions",
+    metadata,
+    Column("kind", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    PrimaryKeyConstraint("kind", "name", "version"),
+)
