@@ -46,7 +46,7 @@ _INTEGER_TYPES |= {"USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
 class _Plan:
     """One feature view's share of the query: which source columns become which output columns."""
 
-    view: FeatureView
+    view: View
     features: tuple[str, ...]
     outputs: tuple[str, ...]
 
@@ -74,17 +74,50 @@ def get_historical_features(
     table = _as_arrow(entity_df)
     _check_timestamp(table, timestamp_column)
     plans = _plan(_requested(features, service), views, full_feature_names)
-    _check_join_keys(table, plans)
+    stored = [p for p in plans if isinstance(p.view, FeatureView)]
+    _check_join_keys(table, stored)
+    values = _stored_values(table, timestamp_column, stored)
+    result = table
+    for plan in plans:
+        if isinstance(plan.view, OnDemandFeatureView):
+            values = _on_demand(values, table, timestamp_column, plan, plan.view)
+        for output in plan.outputs:
+            result = result.append_column(output, values.column(output))
+    return result
+
+
+def _stored_values(table: pa.Table, ts: str, plans: list[_Plan]) -> pa.Table:
+    if not plans:
+        return pa.table({})
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        values = _join(con, table, timestamp_column, plans)
+        return _join(con, table, ts, plans)
     finally:
         con.close()
-    for plan in plans:
-        for output in plan.outputs:
-            table = table.append_column(output, values.column(output))
-    return table
+
+
+def _on_demand(
+    values: pa.Table, table: pa.Table, ts: str, plan: _Plan, view: OnDemandFeatureView
+) -> pa.Table:
+    """Run ``view``'s transform on the request columns and its sources' point-in-time values.
+
+    The inputs are fetched by the same join as any stored feature and handed to the same
+    :meth:`OnDemandFeatureView.transform` the online path calls, so the two cannot differ.
+    """
+    inputs = {}
+    for source in view.sources:
+        if isinstance(source, FeatureView):
+            joined = get_historical_features(table, [source], timestamp_column=ts)
+            inputs.update({name: joined.column(name) for name in source.feature_names})
+        else:
+            for f in source.fields:
+                _require_column(table, f.name, f"request source {source.name!r}")
+                inputs[f.name] = table.column(f.name)
+    out = view.transform(pa.table(inputs).to_pandas())
+    for name, output in zip(plan.features, plan.outputs, strict=True):
+        values = values.append_column(output, pa.array(out[name], from_pandas=True))
+    return values
 
 
 def _as_arrow(entity_df: Any) -> pa.Table:
@@ -142,11 +175,6 @@ def _plan(requested: list[str | View], views: Iterable[View], full_names: bool) 
     plans = []
     for view_name, names in chosen.items():
         view = known[view_name]
-        if isinstance(view, OnDemandFeatureView):
-            raise InvalidInput(
-                f"on-demand feature view {view_name!r} is not supported offline yet",
-                details={"field": "features", "value": view_name},
-            )
         outputs = tuple(f"{view_name}__{name}" if full_names else name for name in names)
         plans.append(_Plan(view, tuple(names), outputs))
     _check_unique_outputs(plans)
@@ -185,13 +213,19 @@ def _check_unique_outputs(plans: list[_Plan]) -> None:
 
 def _check_join_keys(table: pa.Table, plans: list[_Plan]) -> None:
     for plan in plans:
-        for key in plan.view.join_keys:
-            if key not in table.column_names:
-                raise InvalidInput(
-                    f"entity_df has no column {key!r}, the join key of feature view "
-                    f"{plan.view.name!r}; add it",
-                    details={"field": key},
-                )
+        for key in _feature_view(plan).join_keys:
+            _require_column(table, key, f"the join key of feature view {plan.view.name!r}")
+
+
+def _feature_view(plan: _Plan) -> FeatureView:
+    if not isinstance(plan.view, FeatureView):  # on-demand views are computed, never joined
+        raise TypeError(f"{plan.view.name!r} is not a stored feature view")
+    return plan.view
+
+
+def _require_column(table: pa.Table, column: str, what: str) -> None:
+    if column not in table.column_names:
+        raise InvalidInput(f"entity_df has no column {column!r}, {what}; add it", details={"field": column})
 
 
 def _q(name: str) -> str:
@@ -217,7 +251,7 @@ def _family(duck_type: str) -> str:
 
 
 def _join(con: duckdb.DuckDBPyConnection, table: pa.Table, ts: str, plans: list[_Plan]) -> pa.Table:
-    keys = sorted({key for plan in plans for key in plan.view.join_keys})
+    keys = sorted({key for plan in plans for key in _feature_view(plan).join_keys})
     slim = table.select([*keys, ts]).append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
     con.register("__loopml_entities", slim)
     select = ", ".join(_q(k) for k in keys)
@@ -228,8 +262,9 @@ def _join(con: duckdb.DuckDBPyConnection, table: pa.Table, ts: str, plans: list[
     parts, columns = [], []
     for i, plan in enumerate(plans):
         src = f"__loopml_src{i}"
-        plan.view.source.relation(con).create_view(src, replace=True)
-        _check_source(con, src, plan, {k: entity_types[k] for k in plan.view.join_keys})
+        view = _feature_view(plan)
+        view.source.relation(con).create_view(src, replace=True)
+        _check_source(con, src, plan, {k: entity_types[k] for k in view.join_keys})
         parts.append(f"LEFT JOIN ({_view_sql(src, plan)}) j{i} USING ({_ROW})")
         columns += [f"j{i}.{_q(out)}" for out in plan.outputs]
     sql = f"SELECT {', '.join(columns)} FROM __loopml_e e {' '.join(parts)} ORDER BY e.{_ROW}"
@@ -241,7 +276,7 @@ def _types(rel: duckdb.DuckDBPyRelation) -> dict[str, str]:
 
 
 def _check_source(con: duckdb.DuckDBPyConnection, src: str, plan: _Plan, key_types: dict[str, str]) -> None:
-    view = plan.view
+    view = _feature_view(plan)
     types = _types(con.table(src))
     needed = [*view.join_keys, view.timestamp_field, *plan.features]
     if view.created_timestamp_field:
@@ -264,7 +299,7 @@ def _check_source(con: duckdb.DuckDBPyConnection, src: str, plan: _Plan, key_typ
 
 def _view_sql(src: str, plan: _Plan) -> str:
     """One view's ASOF join: the latest row at or before each entity time, then the ttl check."""
-    view = plan.view
+    view = _feature_view(plan)
     keys = [_q(k) for k in view.join_keys]
     feats = [f"{_q(f)} AS {_q(f'__f{n}')}" for n, f in enumerate(plan.features)]
     event = _utc(view.timestamp_field)

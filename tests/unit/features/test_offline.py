@@ -19,6 +19,8 @@ from loopml.features.definitions import (
     FeatureView,
     Field,
     FileSource,
+    OnDemandFeatureView,
+    RequestSource,
 )
 from loopml.features.offline import get_historical_features
 
@@ -238,3 +240,26 @@ def test_same_feature_name_in_two_views_needs_full_names() -> None:
         full_feature_names=True,
     )
     assert got.column_names[-2:] == ["driver_stats__rate", "driver_other__rate"]
+
+
+def test_on_demand_view_runs_its_transform_on_request_data_and_point_in_time_features() -> None:
+    rng = np.random.default_rng(3)
+    rows = _driver_rows(rng)
+    stats = _stats(rows)
+    request = RequestSource("req", [Field("bonus", "float64")])
+    boosted = OnDemandFeatureView(
+        "boosted",
+        sources=[stats, request],
+        schema=[Field("boosted_rate", "float64")],
+        udf=lambda df: pd.DataFrame({"boosted_rate": df["rate"] + df["bonus"]}),
+    )
+    entities = _entities(rng).assign(bonus=lambda df: np.arange(len(df), dtype=float))
+    got = get_historical_features(
+        entities, ["driver_stats:rate", "boosted:boosted_rate"], views=[stats, boosted]
+    )
+    want = _reference(entities, rows, "driver_id", ["rate"], timedelta(hours=6), "created")
+    expected = [None if pd.isna(r) else r + b for r, b in zip(want["rate"], entities["bonus"], strict=True)]
+    assert [None if pd.isna(v) else v for v in got.column("boosted_rate").to_pylist()] == expected
+    no_bonus = entities.drop(columns=["bonus"])
+    with pytest.raises(InvalidInput, match="bonus"):
+        get_historical_features(no_bonus, ["boosted:boosted_rate"], views=[boosted])
