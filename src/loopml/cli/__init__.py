@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from loopml import __version__
 from loopml.cli import data, experiments, runs
 from loopml.cli import endpoints as endpoints_cli
+from loopml.cli import features as features_cli
 from loopml.cli import models as models_cli
 from loopml.cli import monitor as monitor_cli
 from loopml.cli import predict as predict_cli
@@ -52,6 +53,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(endpoints_cli.app, name="endpoints")
 app.add_typer(monitor_cli.app, name="monitor")
+app.add_typer(features_cli.app, name="features")
 app.command("serve")(serve_cli.serve)
 app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import runpy
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, exc, func, insert, select
 
 from loopml.config import Settings
-from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.errors import Conflict, InvalidInput, LoopmlError, NotFound
 from loopml.features.definitions import (
     Definition,
     Entity,
@@ -381,3 +384,31 @@ class FeatureRegistry:
         query = select(table).where(table.c.kind == kind, table.c.name == name).order_by(table.c.version)
         with self.db.read() as conn:
             return [_to_record(row) for row in conn.execute(query)]
+
+
+def load_definitions(path: str | Path) -> list[Definition]:
+    """Run a Python definitions file and collect the definitions its module-level names hold.
+
+    An error inside the file is reported with the file's line, not a traceback into loopml.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"definitions file {str(path)!r} does not exist", details={"field": "path"})
+    try:
+        namespace = runpy.run_path(str(path), run_name="__loopml_features__")
+    except Exception as error:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+        where = f"{path}:{frames[-1].lineno}" if frames else str(path)
+        message = error.message if isinstance(error, LoopmlError) else f"{type(error).__name__}: {error}"
+        raise InvalidInput(f"{where}: {message}", details={"field": "path", "where": where}) from None
+    found = [value for key, value in namespace.items() if not key.startswith("_") and _is_definition(value)]
+    if not found:
+        raise InvalidInput(
+            f"{path} defines no Entity, FeatureView, OnDemandFeatureView or FeatureService at module level",
+            details={"field": "path"},
+        )
+    return found
+
+
+def _is_definition(value: object) -> bool:
+    return isinstance(value, tuple(KINDS))
