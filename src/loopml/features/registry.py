@@ -6,9 +6,10 @@ change, different join keys) is refused unless ``force=True``, because models tr
 definition would silently get different data. A feature view's source is checked against its
 declared columns before anything is written.
 
+>>> import tempfile
 >>> from loopml.store.db import Database
 >>> from loopml.features.definitions import Entity
->>> registry = FeatureRegistry(Database("sqlite://"))
+>>> registry = FeatureRegistry(Database(f"sqlite:///{tempfile.mkdtemp()}/meta.db"))
 >>> registry.apply([Entity("driver")]).changes[0].action
 'create'
 >>> registry.apply([Entity("driver")]).changes[0].action
@@ -235,9 +236,11 @@ class FeatureRegistry:
         Raises Conflict listing every breaking change unless ``force``; InvalidInput when a
         reference does not resolve or a source disagrees with its view; nothing is written then.
 
+        >>> import tempfile
         >>> from loopml.store.db import Database
-        >>> FeatureRegistry(Database("sqlite://")).apply([Entity("driver")], dry_run=True).dry_run
-        True
+        >>> registry = FeatureRegistry(Database(f"sqlite:///{tempfile.mkdtemp()}/meta.db"))
+        >>> registry.apply([Entity("driver")], dry_run=True).changes[0].action
+        'create'
         """
         definitions = collect(objects)
         self._check_references(definitions)
