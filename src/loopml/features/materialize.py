@@ -167,7 +167,7 @@ def push(view: FeatureView, rows: Any, store: OnlineStore) -> int:
     so an event arriving late from a stream never replaces a newer value. Returns how many
     entities got a new value.
 
-    >>> fresh = pd.DataFrame({"driver_id": [1], "event_timestamp": [now], "rate": [0.3]})
+    >>> fresh = pd.DataFrame({"driver_id": [1], "event_timestamp": [now], "rate": [0.3]})  # doctest: +SKIP
     >>> push(stats, fresh, store)  # doctest: +SKIP
     """
     table = _as_arrow(rows)

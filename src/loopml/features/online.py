@@ -27,6 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -219,3 +220,27 @@ def _status(
     stored = decode_values(view, payload)
     values = {name: stored.get(name) for name in names}
     return OnlineRead(values, dict.fromkeys(names, PRESENT), event_ts)
+
+
+def open_online_store(url: str | None = None, *, home: str | Path | None = None) -> OnlineStore:
+    """The online store a URL names: ``redis://...``, ``sqlite:///path`` or, by default, SQLite.
+
+    The default is ``online.db`` under ``home`` (``$LOOPML_HOME``). Backends are imported only
+    when named, so the redis client is never loaded for a SQLite store.
+
+    >>> open_online_store("sqlite:///:memory:").close()
+    """
+    if url and url.startswith(("redis://", "rediss://", "unix://")):
+        from loopml.features.online_redis import RedisOnlineStore
+
+        return RedisOnlineStore(url)
+    from loopml.features.online_sqlite import SqliteOnlineStore
+
+    if url and url.startswith("sqlite:///"):
+        return SqliteOnlineStore(url.removeprefix("sqlite:///"))
+    if url:
+        raise InvalidInput(
+            f"online store URL {url!r} is not supported; use sqlite:///PATH or redis://HOST:PORT/DB",
+            details={"field": "online_store", "value": url},
+        )
+    return SqliteOnlineStore(Path(home or ".loopml") / "online.db")

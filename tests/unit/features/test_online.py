@@ -27,7 +27,7 @@ from loopml.features.materialize import (
     push,
 )
 from loopml.features.offline import get_historical_features
-from loopml.features.online import MISSING, OUTSIDE_TTL, PRESENT
+from loopml.features.online import MISSING, OUTSIDE_TTL, PRESENT, OnlineStore, open_online_store
 from loopml.features.online_sqlite import SqliteOnlineStore
 
 DRIVER = Entity("driver", join_keys="driver_id")
@@ -35,8 +35,18 @@ T0 = pd.Timestamp("2024-03-01", tz="UTC")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteOnlineStore]:
+def store(tmp_path: Path) -> Iterator[OnlineStore]:
     backend = SqliteOnlineStore(tmp_path / "online.db")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    backend = open_online_store(url, home=tmp_path)
+    if url:
+        backend.delete("stats")  # the Redis server is shared by the session
     yield backend
     backend.close()
 
@@ -80,10 +90,11 @@ def _views(frame: pd.DataFrame) -> tuple[FeatureView, OnDemandFeatureView]:
 
 
 @pytest.mark.parametrize("hours", [30, 77, 143])
-def test_online_after_materializing_to_t_equals_offline_at_t(store: SqliteOnlineStore, hours: int) -> None:
+def test_online_after_materializing_to_t_equals_offline_at_t(any_store: OnlineStore, hours: int) -> None:
     frame = _generated()
     stats, scaled = _views(frame)
     at = T0 + pd.Timedelta(hours=hours, minutes=17)
+    store = any_store
     materialize(stats, store, None, at)
     ids = list(range(45))  # 40 known drivers and 5 that never appear
     entity_df = pd.DataFrame({"driver_id": ids, "event_timestamp": [at] * len(ids), "factor": 1.5})
@@ -99,7 +110,7 @@ def test_online_after_materializing_to_t_equals_offline_at_t(store: SqliteOnline
     assert any(v is not None and v > 10 for v in online.values["rate"])  # a correction won a tie
 
 
-def test_incremental_materialization_reads_only_new_rows(store: SqliteOnlineStore, tmp_path: Path) -> None:
+def test_incremental_materialization_reads_only_new_rows(store: OnlineStore, tmp_path: Path) -> None:
     day = pd.Timedelta(days=1)
     first = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [T0, T0], "rate": [1.0, 2.0]})
     path = tmp_path / "stats"
@@ -120,7 +131,7 @@ def test_incremental_materialization_reads_only_new_rows(store: SqliteOnlineStor
     assert online.values["rate"] == [1.0, 2.5]
 
 
-def test_an_older_pushed_row_never_overwrites_a_newer_value(store: SqliteOnlineStore) -> None:
+def test_an_older_pushed_row_never_overwrites_a_newer_value(store: OnlineStore) -> None:
     stats, _ = _views(_generated())
     stats = FeatureView("pushed", entities=[DRIVER], fields=list(stats.fields), source=stats.source)
     newer = pd.DataFrame(
@@ -133,13 +144,13 @@ def test_an_older_pushed_row_never_overwrites_a_newer_value(store: SqliteOnlineS
     assert (online.values["rate"], online.values["trips"]) == ([0.9], [9])
 
 
-def test_pushed_rows_without_a_feature_column_are_refused(store: SqliteOnlineStore) -> None:
+def test_pushed_rows_without_a_feature_column_are_refused(store: OnlineStore) -> None:
     stats, _ = _views(_generated())
     with pytest.raises(InvalidInput, match="'trips'"):
         push(stats, pd.DataFrame({"driver_id": [1], "event_timestamp": [T0], "rate": [0.5]}), store)
 
 
-def test_bad_online_requests_name_what_is_wrong(store: SqliteOnlineStore) -> None:
+def test_bad_online_requests_name_what_is_wrong(store: OnlineStore) -> None:
     stats, scaled = _views(_generated())
     with pytest.raises(NotFound, match="known: scaled, stats"):
         get_online_features([{"driver_id": 1}], ["nope:rate"], views=[stats, scaled], store=store)
@@ -147,3 +158,10 @@ def test_bad_online_requests_name_what_is_wrong(store: SqliteOnlineStore) -> Non
         get_online_features([{"id": 1}], ["stats:rate"], views=[stats], store=store)
     with pytest.raises(InvalidInput, match="'factor'"):
         get_online_features([{"driver_id": 1}], ["scaled:rate_x"], views=[stats, scaled], store=store)
+
+
+def test_an_unknown_online_store_url_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="sqlite:///PATH or redis://"):
+        open_online_store("mongodb://x")
+    open_online_store(f"sqlite:///{tmp_path / 'o.db'}").close()
+    assert (tmp_path / "o.db").exists()
