@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 from urllib.parse import quote
 
 import httpx
 
+from loopml.config import Settings
 from loopml.errors import LoopmlError, Unavailable, error_from_dict
 from loopml.store.artifacts import FileInfo
 from loopml.store.paths import safe_relpath
@@ -108,6 +109,47 @@ class ApiClient:
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else {}
+
+
+USER_HEADER = "X-Loopml-User"
+
+
+class UserApiClient(ApiClient):
+    """An :class:`ApiClient` that says who acts: ``X-Loopml-User`` on the calls that record it.
+
+    Until token authentication lands the server trusts this header, so it names, not proves.
+
+    >>> svc = HttpRegistryService.from_settings(settings)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
+        self.user = user or None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The client ``LOOPML_TRACKING_URI``, ``LOOPML_TOKEN`` and ``LOOPML_USER`` describe."""
+        return cls(
+            str(settings.tracking_uri),
+            user=settings.user or None,
+            token=settings.token,
+            retries=settings.http_retries,
+            timeout=settings.http_timeout,
+        )
+
+    def _as(self, user: str | None = None) -> dict[str, str]:
+        """The header naming ``user`` (default: this client's user), or none."""
+        who = user or self.user
+        return {USER_HEADER: who} if who else {}
 
 
 class HttpTrackingService(ApiClient, TrackingService):

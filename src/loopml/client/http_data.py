@@ -21,50 +21,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
-import httpx
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopml.client.http import ApiClient, _error, _q
-from loopml.config import Settings
+from loopml.client.http import UserApiClient, _error, _q
 from loopml.data.base import DataService
 from loopml.data.records import DatasetVersion
 from loopml.data.service import check_dataset_name, check_tags, version_number
 from loopml.data.sources import Source, read_source
 from loopml.errors import IntegrityError
 
-USER_HEADER = "X-Loopml-User"
 PARQUET = "application/vnd.apache.parquet"
 CHUNK = 1 << 20
 
 
-class HttpDataService(ApiClient, DataService):
+class HttpDataService(UserApiClient, DataService):
     """:class:`DataService` over ``/api/v1/datasets``; ``user`` is recorded as the creator."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        user: str | None = None,
-        token: str | None = None,
-        retries: int = 5,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
-        self.user = user or None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpDataService:
-        """The client ``LOOPML_TRACKING_URI``, ``LOOPML_TOKEN`` and ``LOOPML_USER`` describe."""
-        return cls(
-            str(settings.tracking_uri),
-            user=settings.user or None,
-            token=settings.token,
-            retries=settings.http_retries,
-            timeout=settings.http_timeout,
-        )
 
     def _versions(self, name: str) -> str:
         # One segment, '/' included: the server takes the name up to its last '/versions'.
@@ -86,7 +59,7 @@ class HttpDataService(ApiClient, DataService):
         }
         src = read_source(source)
         params["source"] = src.description
-        headers = {"Content-Type": PARQUET, **({USER_HEADER: self.user} if self.user else {})}
+        headers = {"Content-Type": PARQUET, **self._as()}
         with _parquet(src) as fh:
             size = os.fstat(fh.fileno()).st_size
             headers["Content-Length"] = str(size)

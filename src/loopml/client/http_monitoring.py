@@ -5,49 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import orjson
 
-from loopml.client.http import ApiClient, _q
-from loopml.config import Settings
+from loopml.client.http import UserApiClient, _q
 from loopml.monitoring.monitors import Alert, Monitor, MonitorRun, Trigger
 from loopml.monitoring.service import MonitorService
 
 
-class HttpMonitorService(ApiClient, MonitorService):
+class HttpMonitorService(UserApiClient, MonitorService):
     """:class:`MonitorService` against a loopml server.
 
     >>> svc = HttpMonitorService("http://127.0.0.1:5000")   # doctest: +SKIP
     >>> svc.log_labels(["r1"], [1])                         # doctest: +SKIP
     1
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        user: str | None = None,
-        token: str | None = None,
-        retries: int = 5,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
-        self.user = user or None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpMonitorService:
-        return cls(
-            str(settings.tracking_uri),
-            user=settings.user or None,
-            token=settings.token,
-            retries=settings.http_retries,
-            timeout=settings.http_timeout,
-        )
-
-    def _as(self, user: str | None) -> dict[str, str]:
-        who = user or self.user
-        return {"X-Loopml-User": who} if who else {}
 
     def create_monitor(self, monitor: Monitor, user: str | None = None) -> Monitor:
         return Monitor.from_dict(

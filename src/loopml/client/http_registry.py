@@ -15,10 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
-from loopml.client.http import ApiClient, _q
-from loopml.config import Settings
+from loopml.client.http import UserApiClient, _q
 from loopml.registry import codec
 from loopml.registry.records import (
     Evaluation,
@@ -37,39 +34,9 @@ from loopml.registry.records import (
 )
 from loopml.registry.service import RegistryService
 
-USER_HEADER = "X-Loopml-User"
 
-
-class HttpRegistryService(ApiClient, RegistryService):
+class HttpRegistryService(UserApiClient, RegistryService):
     """:class:`RegistryService` over ``/api/v1/registry``; ``user`` is who mutations are recorded as."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        user: str | None = None,
-        token: str | None = None,
-        retries: int = 5,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
-        self.user = user or None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpRegistryService:
-        """The client ``LOOPML_TRACKING_URI``, ``LOOPML_TOKEN`` and ``LOOPML_USER`` describe."""
-        return cls(
-            str(settings.tracking_uri),
-            user=settings.user or None,
-            token=settings.token,
-            retries=settings.http_retries,
-            timeout=settings.http_timeout,
-        )
-
-    def _as(self, user: str | None) -> dict[str, str]:
-        who = user or self.user
-        return {USER_HEADER: who} if who else {}
 
     def _model(self, name: str) -> str:
         return f"/registry/models/{_q(name)}"

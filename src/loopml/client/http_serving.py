@@ -9,45 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from loopml.client.http import ApiClient, _q
-from loopml.config import Settings
+from loopml.client.http import UserApiClient, _q
 from loopml.serving.records import BatchingConfig, DeploymentEvent, Endpoint, EventKind, TrafficPolicy
 from loopml.serving.service import EndpointService
 
-USER_HEADER = "X-Loopml-User"
 
-
-class HttpEndpointService(ApiClient, EndpointService):
+class HttpEndpointService(UserApiClient, EndpointService):
     """:class:`EndpointService` over ``/api/v1/endpoints``; ``user`` is who changes are recorded as."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        user: str | None = None,
-        token: str | None = None,
-        retries: int = 5,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, token=token, retries=retries, timeout=timeout, transport=transport)
-        self.user = user or None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpEndpointService:
-        return cls(
-            str(settings.tracking_uri),
-            user=settings.user or None,
-            token=settings.token,
-            retries=settings.http_retries,
-            timeout=settings.http_timeout,
-        )
-
-    def _as(self, user: str | None) -> dict[str, str]:
-        who = user or self.user
-        return {USER_HEADER: who} if who else {}
 
     def create_endpoint(
         self,
