@@ -24,6 +24,7 @@ Every object has ``spec()``: its JSON-able description, which the registry versi
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import inspect
 import re
@@ -148,7 +149,7 @@ class Entity:
         }
 
 
-class Source:
+class Source(abc.ABC):
     """Where a feature view's rows live. A subclass implements :meth:`relation` and :meth:`spec`.
 
     ``relation(con)`` returns the rows as a DuckDB relation on ``con`` (lazily: nothing is read
@@ -158,11 +159,11 @@ class Source:
 
     kind: str = ""
 
-    def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation: ...
 
-    def spec(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]: ...
 
     def arrow_schema(self) -> pa.Schema:
         """The source's columns and types, read without loading its rows."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import select
@@ -30,8 +30,9 @@ class LineageMixin:
     tracking: LocalTrackingService
     data: LocalDataService
 
-    def get_model_version(self, name: str, version: int | str) -> ModelVersion:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the class that assembles the mixins
+
+        def get_model_version(self, name: str, version: int | str) -> ModelVersion: ...
 
     def lineage(self, name: str, version: int | str) -> Lineage:
         mv = self.get_model_version(name, version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -56,8 +57,9 @@ class ModelsMixin:
     db: Database
     tracking: LocalTrackingService
 
-    def _user(self, user: str | None) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the class that assembles the mixins
+
+        def _user(self, user: str | None) -> str: ...
 
     # ---- registered models ---------------------------------------------------------------
     def create_registered_model(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection, Row, insert, select, update
@@ -50,14 +50,13 @@ MAX_METRICS = 200
 class PromotionMixin:
     db: Database
 
-    def _user(self, user: str | None) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the class that assembles the mixins
 
-    def get_model_version(self, name: str, version: int | str) -> ModelVersion:
-        raise NotImplementedError
+        def _user(self, user: str | None) -> str: ...
 
-    def _set_alias(self, conn: Connection, mid: int, alias: str, number: int) -> None:
-        raise NotImplementedError
+        def get_model_version(self, name: str, version: int | str) -> ModelVersion: ...
+
+        def _set_alias(self, conn: Connection, mid: int, alias: str, number: int) -> None: ...
 
     # ---- stages --------------------------------------------------------------------------
     def transition_model_version_stage(
