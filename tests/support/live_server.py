@@ -24,20 +24,32 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(home: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``loopml server`` with ``LOOPML_HOME=home``; yield its base URL."""
-    port = free_port()
-    full_env = {**os.environ, "LOOPML_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("LOOPML_TRACKING_URI", None)
-    log_path = home.parent / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "loopml.cli", "server", "--host", "127.0.0.1", "--port", str(port)]
+def loopml_process(
+    home: Path,
+    args: list[str],
+    *,
+    port: int,
+    ready_path: str,
+    what: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``loopml ARGS`` with ``LOOPML_HOME=home`` until the block ends; yield its base URL
+    once ``ready_path`` answers 200. The whole process group is stopped afterwards."""
+    base = {**os.environ, "LOOPML_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    base.pop("LOOPML_TRACKING_URI", None)
+    env = {**base, **(env or {})}
+    log_path = home.parent / f"{what.replace(' ', '-')}-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*cmd, "--workers", str(workers)], env=full_env, stdout=log, stderr=log, start_new_session=True
+            [sys.executable, "-m", "loopml.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log_path)
+        _wait_ready(url + ready_path, proc, log_path, what)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -48,17 +60,24 @@ def live_server(home: Path, *, workers: int = 1, env: dict[str, str] | None = No
             proc.wait(timeout=5)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+@contextmanager
+def live_server(home: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start ``loopml server`` with ``LOOPML_HOME=home``; yield its base URL."""
+    port = free_port()
+    args = ["server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    with loopml_process(home, args, port=port, ready_path="/health", what="loopml server", env=env) as url:
+        yield url
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"loopml server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(
-        f"loopml server did not become ready in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
-    )
+    raise RuntimeError(f"{what} did not become ready in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")

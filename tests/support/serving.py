@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
-from tests.support.live_server import free_port
-
-START_TIMEOUT_S = 60
+from tests.support.live_server import free_port, loopml_process
 
 
 @dataclass(frozen=True)
@@ -61,33 +53,6 @@ def train_and_register(home: Path) -> Trained:
 def serve_process(home: Path, uri: str, *args: str) -> Iterator[str]:
     """``loopml serve URI`` on a free port with ``LOOPML_HOME=home``; yields ``127.0.0.1:PORT``."""
     port = free_port()
-    env = {**os.environ, "LOOPML_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("LOOPML_TRACKING_URI", None)
-    log_path = home.parent / f"serve-{port}.log"
-    cmd = [sys.executable, "-m", "loopml.cli", "serve", uri, "--port", str(port), *args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-    try:
-        _wait(f"http://127.0.0.1:{port}/ping", proc, log_path)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"loopml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"loopml serve did not start in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+    argv = ["serve", uri, "--port", str(port), *args]
+    with loopml_process(home, argv, port=port, ready_path="/ping", what="loopml serve") as url:
+        yield url.removeprefix("http://")
