@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, pool, 
 from sqlalchemy.engine import make_url
 
 # The newest migration; a test asserts it matches Alembic's head.
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0009"
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "loopml_write"
 

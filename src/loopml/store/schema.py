@@ -451,3 +451,7 @@ feature_definitions = Table(
     Column("created_by", String(256), nullable=False),
     PrimaryKeyConstraint("kind", "name", "version"),
 )
+
+# ---- pipelines: runs, steps, cache, schedules, triggers (migration 0008) -----------------------
+
+# ---- governance: users, tokens, roles, audit log (migration 0009) ------------------------------
