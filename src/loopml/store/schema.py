@@ -454,4 +454,89 @@ feature_definitions = Table(
 
 # ---- pipelines: runs, steps, cache, schedules, triggers (migration 0008) -----------------------
 
+# One row per pipeline run; target is how to load the pipeline again (``module:attr`` or
+# ``/path/file.py:attr``) so resume and the scheduler can rebuild it; params is its JSON.
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("pipeline", String(256), nullable=False),
+    Column("target", String(2000), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("executor", String(256), nullable=False),
+    Column("use_cache", Boolean, nullable=False),
+    Column("trigger_id", String(32), nullable=True),
+    Column("resumed_from", String(32), nullable=True),
+    Column("tracking_run_id", String(32), nullable=True),
+    Column("created_by", String(256), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_pipeline_runs_pipeline", "pipeline", "started_at"),
+)
+
+# One row per executed (or cached) step of a run; outputs is the JSON of the stored values and
+# logs the digests of stdout, stderr and the traceback. The cache is the succeeded rows by key.
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column("run_id", String(32), nullable=False),
+    Column("step", String(300), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("cache_key", String(64), nullable=True),
+    Column("cached", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("outputs", Text, nullable=True),
+    Column("logs", Text, nullable=False),
+    Column("tracking_run_id", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    PrimaryKeyConstraint("run_id", "step"),
+    Index("ix_pipeline_steps_cache", "cache_key", "status"),
+)
+
+# Registered pipelines: how to load them and what triggers them (cron, new dataset versions,
+# monitoring alerts); the cursors make each firing happen once.
+pipeline_definitions = Table(
+    "pipeline_definitions",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("target", String(2000), nullable=False),
+    Column("schedule", String(128), nullable=True),
+    Column("on_dataset", String(256), nullable=True),
+    Column("on_alert", Boolean, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("cron_cursor", BigInteger, nullable=True),
+    Column("dataset_cursor", Integer, nullable=True),
+)
+
+# Trigger history: every firing, the run it started or why it started none.
+pipeline_triggers = Table(
+    "pipeline_triggers",
+    metadata,
+    Column("trigger_id", String(32), primary_key=True),
+    Column("pipeline", String(256), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_pipeline_triggers_pipeline", "pipeline", "created_at"),
+)
+
+# At most one running run per pipeline: the row is inserted to start and deleted at the end.
+pipeline_locks = Table(
+    "pipeline_locks",
+    metadata,
+    Column("pipeline", String(256), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("acquired_at", BigInteger, nullable=False),
+)
+
 # ---- governance: users, tokens, roles, audit log (migration 0009) ------------------------------
