@@ -540,3 +540,68 @@ pipeline_locks = Table(
 )
 
 # ---- governance: users, tokens, roles, audit log (migration 0009) ------------------------------
+
+# People and machines that call the server. password_hash is scrypt ("scrypt$n$r$p$salt$hash"),
+# NULL for users who sign in with tokens only.
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("password_hash", String(256), nullable=True),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+)
+
+# Opaque API tokens: only the sha256 of the secret is kept. kind is "api" or "bootstrap" (the
+# one-time token that creates the first admin; its user is "").
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("user", String(256), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Index("ix_api_tokens_user", "user"),
+)
+
+# A user's role on a resource: resource_type "project" (resource_name "") is the project-wide
+# default, "experiment" (by id) and "model" (registered model name) override it.
+role_bindings = Table(
+    "role_bindings",
+    metadata,
+    Column("user", String(256), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_name", String(500), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    PrimaryKeyConstraint("user", "resource_type", "resource_name"),
+)
+
+# The append-only, hash-chained audit log: seq is dense (1, 2, ...) and hash covers every other
+# column plus prev_hash, so an edited, deleted or reordered entry breaks the chain.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("token_id", String(32), nullable=True),
+    Column("action", String(500), nullable=False),
+    Column("target", String(1000), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
+    Column("request_id", String(64), nullable=False),
+    Column("client", String(256), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_time", "time"),
+    Index("ix_audit_log_actor", "actor"),
+)
