@@ -36,6 +36,8 @@ class Settings:
     max_dataset_upload_bytes: int = 8 << 30
     # Whether ``loopml server`` runs scheduled monitors in a background thread (0 turns it off).
     monitor_scheduler: bool = True
+    # The online feature store: sqlite:///PATH or redis://HOST:PORT/DB (default: online.db in home).
+    online_store: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -83,6 +85,7 @@ class Settings:
             max_dataset_upload_bytes=_as_int(values, "max_dataset_upload_bytes", 8 << 30),
             monitor_scheduler=str(values.get("monitor_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),
+            online_store=values.get("online_store") or None,
         )
 
 
