@@ -374,6 +374,36 @@ def _udf_source(udf: Callable[..., Any]) -> str:
         return getattr(udf, "__qualname__", repr(udf))
 
 
+def udf_digest(udf: Callable[..., Any]) -> str:
+    """The sha256 of a transform's source text: what the registry compares before reusing it."""
+    return hashlib.sha256(_udf_source(udf).encode()).hexdigest()
+
+
+# Modules that exist only while a definitions file runs (loopml features apply, python defs.py).
+_SCRIPT_MODULES = ("__main__", "__loopml_features__")
+
+
+def udf_ref(udf: Callable[..., Any]) -> str | None:
+    """Where the registry finds a transform again: ``module:function``, ``file:/abs/path.py:function``
+    for a function defined in a script or definitions file, or ``None`` for a lambda or a nested
+    function (which cannot be found again without the code that made it).
+
+    >>> udf_ref(textwrap.dedent)
+    'textwrap:dedent'
+    """
+    module = getattr(udf, "__module__", None)
+    qualname = getattr(udf, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        return None
+    if module not in _SCRIPT_MODULES:
+        return f"{module}:{qualname}"
+    code = getattr(udf, "__code__", None)
+    filename = getattr(code, "co_filename", "")
+    if filename and Path(filename).is_file():
+        return f"file:{Path(filename).resolve()}:{qualname}"
+    return None
+
+
 @dataclass(frozen=True)
 class OnDemandFeatureView:
     """Features computed at request time by a vectorised pandas transform.
@@ -447,6 +477,7 @@ class OnDemandFeatureView:
             "fields": [f.spec() for f in self.schema],
             "udf": code,
             "udf_sha256": hashlib.sha256(code.encode()).hexdigest(),
+            "udf_ref": udf_ref(self.udf),
             "description": self.description,
         }
 
@@ -471,16 +502,20 @@ class FeatureService:
     """The named set of features a model is trained and served with.
 
     ``features`` holds ``"view:feature"`` references or whole views (all their features).
+    ``views`` (not part of the spec) are the definitions the references name, so a service
+    rebuilt by the registry (:meth:`FeatureRegistry.resolve_service`) is enough for retrieval.
     """
 
     name: str
     features: Sequence[str | View]
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    views: Sequence[View] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_name("feature service", self.name)
         object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "views", tuple(self.views))
         if not self.features:
             raise InvalidInput(
                 f"feature service {self.name!r} has no features", details={"field": "features"}

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from loopml.errors import InvalidInput
 from loopml.features.definitions import FeatureService, FeatureView, OnDemandFeatureView, View
-from loopml.features.offline import _as_arrow, _Plan, _plan, _requested
+from loopml.features.offline import _as_arrow, _Plan, _plan, _requested, _with_service_views
 from loopml.features.online import (
     MISSING,
     PRESENT,
@@ -220,7 +220,7 @@ def get_online_features(
 
     >>> get_online_features([{"driver_id": 1}], service=churn_v1, store=store)  # doctest: +SKIP
     """
-    plans = _plan(_requested(features, service), views, full_feature_names)
+    plans = _plan(_requested(features, service), _with_service_views(views, service), full_feature_names)
     now_us = int(time.time() * 1_000_000) if now is None else to_utc_micros(now)
     rows = list(entity_rows)
     keys = sorted({k for p in plans if isinstance(p.view, FeatureView) for k in p.view.join_keys})

@@ -73,7 +73,7 @@ def get_historical_features(
     """
     table = _as_arrow(entity_df)
     _check_timestamp(table, timestamp_column)
-    plans = _plan(_requested(features, service), views, full_feature_names)
+    plans = _plan(_requested(features, service), _with_service_views(views, service), full_feature_names)
     stored = [p for p in plans if isinstance(p.view, FeatureView)]
     _check_join_keys(table, stored)
     values = _stored_values(table, timestamp_column, stored)
@@ -154,6 +154,11 @@ def _requested(features: Sequence[str | View] | None, service: FeatureService | 
     if (features is None) == (service is None):
         raise InvalidInput("give exactly one of features=[...] or service=...", details={"field": "features"})
     return list(service.features if service is not None else features or ())
+
+
+def _with_service_views(views: Iterable[View], service: FeatureService | None) -> list[View]:
+    """The given views plus those a registry-rebuilt service carries (the given ones win)."""
+    return [*(service.views if service is not None else ()), *views]
 
 
 def _plan(requested: list[str | View], views: Iterable[View], full_names: bool) -> list[_Plan]:

@@ -6,6 +6,13 @@ change, different join keys) is refused unless ``force=True``, because models tr
 definition would silently get different data. A feature view's source is checked against its
 declared columns before anything is written.
 
+The stored specs rebuild the live objects (see :mod:`loopml.features.rebuild`), so code without
+the user's definitions file (the server, ``loopml features materialize``) can use them:
+``definitions()`` gives every latest definition, ``definition(kind, name, version)`` one of them,
+``resolve_service(name)`` a :class:`FeatureService` carrying its views (pass it as ``service=`` to
+``get_historical_features`` / ``get_online_features``) and ``resolve_views(["view:feature"])`` the
+views to pass as ``views=`` with feature references.
+
 >>> import tempfile
 >>> from loopml.store.db import Database
 >>> from loopml.features.definitions import Entity
@@ -38,7 +45,9 @@ from loopml.features.definitions import (
     FeatureService,
     FeatureView,
     OnDemandFeatureView,
+    View,
 )
+from loopml.features.rebuild import Lookup, Rebuilder
 from loopml.features.schema_check import check_source_schema
 from loopml.store.db import Database
 from loopml.store.schema import feature_definitions as table
@@ -337,8 +346,10 @@ class FeatureRegistry:
 
     # ---- lookup -------------------------------------------------------------------------------
 
-    def _latest(self, kind: str, name: str) -> DefinitionRecord | None:
+    def _latest(self, kind: str, name: str, as_of: int | None = None) -> DefinitionRecord | None:
         query = select(table).where(table.c.kind == kind, table.c.name == name)
+        if as_of is not None:
+            query = query.where(table.c.created_at <= as_of)
         with self.db.read() as conn:
             row = conn.execute(query.order_by(table.c.version.desc()).limit(1)).first()
         return None if row is None else _to_record(row)
@@ -381,6 +392,52 @@ class FeatureRegistry:
         with self.db.read() as conn:
             records = [_to_record(row) for row in conn.execute(query)]
         return sorted(records, key=lambda r: (ORDER.index(r.kind), r.name))
+
+    # ---- live definitions, rebuilt from the stored specs ----------------------------------------
+
+    def _lookup(self, as_of: int | None) -> Lookup:
+        def lookup(kind: str, name: str) -> dict[str, Any] | None:
+            record = self._latest(kind, name, as_of)
+            return None if record is None else record.spec
+
+        return lookup
+
+    def definition(self, kind: str, name: str, version: int | None = None) -> Definition:
+        """The live object of one registered definition (default: its latest version).
+
+        The definitions it references are taken as they were when that version was applied.
+        An on-demand view's transform is imported and checked against its recorded source.
+        """
+        record = self.get(kind, name, version)
+        as_of = None if version is None else record.created_at
+        return Rebuilder(self._lookup(as_of)).build(kind, record.spec)
+
+    def definitions(self, kind: str | None = None) -> list[Definition]:
+        """The live objects of the latest version of every definition (of ``kind``)."""
+        records = self.list_definitions()
+        specs = {(r.kind, r.name): r.spec for r in records}
+        rebuilder = Rebuilder(lambda k, n: specs.get((k, n)))
+        return [rebuilder.get(r.kind, r.name) for r in records if kind is None or r.kind == kind]
+
+    def resolve_service(self, name: str, version: int | None = None) -> FeatureService:
+        """The registered feature service ``name``, carrying the views its references name.
+
+        >>> service = registry.resolve_service("churn")  # doctest: +SKIP
+        >>> get_online_features([{"driver_id": 1}], service=service, store=store)  # doctest: +SKIP
+        """
+        service = self.definition("feature_service", name, version)
+        assert isinstance(service, FeatureService)
+        return service
+
+    def resolve_views(self, refs: Sequence[str | View]) -> list[View]:
+        """The registered views that ``"view:feature"`` references (or bare view names) name.
+
+        >>> views = registry.resolve_views(["stats:rate"])  # doctest: +SKIP
+        >>> get_historical_features(entity_df, ["stats:rate"], views=views)  # doctest: +SKIP
+        """
+        rebuilder = Rebuilder(self._lookup(None))
+        names = dict.fromkeys(r.partition(":")[0] for r in refs if isinstance(r, str))
+        return [rebuilder.view(name) for name in names]
 
     def versions(self, kind: str, name: str) -> list[DefinitionRecord]:
         """Every version of one definition, oldest first."""
