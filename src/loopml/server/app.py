@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
-from loopml import __version__
+from loopml import __version__, ui
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
 from loopml.monitoring.labels import default_root as labels_root
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_v1_serving.router)
     _mount_inference(app, settings)
     _mount_monitoring(app, settings)
+    ui.install(app, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""Monitoring (drift over time, reference vs current histograms, performance, alerts), and the
+pipelines and audit pages, which explain how to start until those capabilities have data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from loopml.monitoring.service import MonitorService
+from loopml.ui._common import empty_state, page
+
+router = APIRouter()
+RUNS_SHOWN = 100
+
+
+def _svc(request: Request) -> MonitorService:
+    svc: MonitorService = request.app.state.monitoring
+    return svc
+
+
+@router.get("/monitoring")
+def monitoring(request: Request) -> Response:
+    svc = _svc(request)
+    monitors = svc.list_monitors()
+    if not monitors:
+        return empty_state(
+            request,
+            "monitoring",
+            "No monitors yet",
+            [
+                "A monitor compares an endpoint's recent requests with a reference dataset version "
+                "(drift, data quality), joins delayed labels for performance, and raises alerts.",
+            ],
+            [
+                "loopml monitor create churn-drift --endpoint churn --reference churn@1 "
+                "--rule 'drift_share>=0.3'",
+                "loopml monitor run churn-drift",
+            ],
+        )
+    alerts = svc.list_alerts(limit=100)
+    return page(request, "monitoring.html", "monitoring", monitors=monitors, alerts=alerts)
+
+
+def _drift_series(runs: list[Any]) -> dict[str, Any]:
+    """Per feature, its drift statistic at each run (oldest first), and each run's verdict."""
+    times: list[int] = []
+    series: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        drift = (run.result or {}).get("drift")
+        times.append(run.finished_at)
+        for f in (drift or {}).get("features", []):
+            values = series.setdefault(f["column"], [None] * len(runs))
+            values[i] = f.get("statistic")
+    return {"times": times, "series": series}
+
+
+def _performance_series(runs: list[Any]) -> dict[str, Any]:
+    """Per performance metric (once labels arrived), its value at each run."""
+    times: list[int] = []
+    series: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        perf = (run.result or {}).get("performance") or {}
+        times.append(run.finished_at)
+        for window in perf.get("windows", []) if isinstance(perf, dict) else []:
+            for key, value in (window.get("metrics") or {}).items():
+                if isinstance(value, int | float):
+                    series.setdefault(key, [None] * len(runs))[i] = float(value)
+    return {"times": times, "series": series}
+
+
+@router.get("/monitoring/{name}")
+def monitor_page(request: Request, name: str) -> Response:
+    svc = _svc(request)
+    monitor = svc.get_monitor(name)
+    runs = svc.list_runs(name, limit=RUNS_SHOWN)[::-1]
+    latest = next((r for r in reversed(runs) if (r.result or {}).get("drift")), None)
+    histograms = (latest.result["drift"]["features"] if latest is not None else [])[:30]
+    return page(
+        request,
+        "monitor.html",
+        "monitoring",
+        monitor=monitor,
+        runs=runs[::-1],
+        drift=_drift_series(runs),
+        performance=_performance_series(runs),
+        histograms=histograms,
+        latest=latest,
+        alerts=svc.list_alerts(monitor=name, limit=100),
+    )
+
+
+@router.get("/pipelines")
+def pipelines(request: Request) -> Response:
+    return empty_state(
+        request,
+        "pipelines",
+        "Pipelines",
+        [
+            "Pipelines (steps, DAGs, caching, retries, schedules and triggers) are arriving in this "
+            "release; this page will list their runs, the DAG with each step's status, cache hits, "
+            "durations and logs.",
+            "Until then, retraining triggers raised by monitors are listed on the Monitoring page.",
+        ],
+        ["loopml monitor create ... --pipeline retrain"],
+    )
+
+
+@router.get("/audit")
+def audit(request: Request) -> Response:
+    return empty_state(
+        request,
+        "audit",
+        "Audit log",
+        [
+            "The hash-chained audit log of every mutation arrives with governance (users, tokens, "
+            "roles). Until then, model stage transitions and approvals are on each model's page, "
+            "and endpoint changes on each endpoint's page.",
+        ],
+        ["loopml models show churn", "loopml endpoints show churn"],
+    )
