@@ -20,10 +20,13 @@ _SDK_NAMES = {
     "log_artifact", "log_artifacts", "log_text", "log_dict", "log_input", "get_run",
     "search_runs", "compare_runs", "ActiveRun", "reset",
 }  # fmt: skip
-__all__ = sorted(_SDK_NAMES)
+_PIPELINE_NAMES = {"step", "pipeline"}
+__all__ = sorted(_SDK_NAMES | _PIPELINE_NAMES)
 
 
 def __getattr__(name: str) -> Any:
     if name in _SDK_NAMES:
         return getattr(importlib.import_module("loopml.sdk"), name)
+    if name in _PIPELINE_NAMES:
+        return getattr(importlib.import_module("loopml.pipelines"), name)
     raise AttributeError(f"module 'loopml' has no attribute {name!r}")

@@ -36,6 +36,10 @@ class Settings:
     max_dataset_upload_bytes: int = 8 << 30
     # Whether ``loopml server`` runs scheduled monitors in a background thread (0 turns it off).
     monitor_scheduler: bool = True
+    # Where pipeline steps run: inprocess, process[:N], ray[:N] or ray://HOST:PORT.
+    executor: str = "inprocess"
+    # Whether ``loopml server`` runs the pipeline scheduler (cron, dataset and alert triggers).
+    pipeline_scheduler: bool = True
     # The online feature store: sqlite:///PATH or redis://HOST:PORT/DB (default: online.db in home).
     online_store: str | None = None
 
@@ -84,6 +88,9 @@ class Settings:
             user=values.get("user") or _login_name(),
             max_dataset_upload_bytes=_as_int(values, "max_dataset_upload_bytes", 8 << 30),
             monitor_scheduler=str(values.get("monitor_scheduler", "1")).lower()
+            not in ("0", "false", "no", "off"),
+            executor=values.get("executor") or "inprocess",
+            pipeline_scheduler=str(values.get("pipeline_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),
             online_store=values.get("online_store") or None,
         )

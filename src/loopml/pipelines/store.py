@@ -1,0 +1,297 @@
+"""Pipeline runs, steps, definitions, triggers and run locks in the metadata database.
+
+The cache is the ``pipeline_steps`` rows that succeeded, looked up by ``cache_key``; the
+lock row per pipeline (inserted to start, deleted at the end) is what keeps two schedulers
+(or a scheduler and a person) from running the same pipeline twice at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from loopml.config import Settings
+from loopml.errors import Conflict, NotFound
+from loopml.pipelines.records import (
+    CACHED,
+    RUNNING,
+    SUCCEEDED,
+    Definition,
+    PipelineRunRecord,
+    StepRecord,
+    TriggerRecord,
+    now_ms,
+)
+from loopml.store.blobs import BlobStore, open_blob_store
+from loopml.store.db import Database
+from loopml.store.schema import (
+    pipeline_definitions,
+    pipeline_locks,
+    pipeline_runs,
+    pipeline_steps,
+    pipeline_triggers,
+)
+
+_FINAL = (SUCCEEDED, "FAILED", CACHED)
+
+
+def owner_id() -> str:
+    """``host:pid`` of this process (who holds a lock)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PipelineStore:
+    """Reads and writes of the pipeline tables; every method is one short transaction."""
+
+    def __init__(self, db: Database, blobs: BlobStore, artifact_root: str) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.artifact_root = artifact_root
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineStore:
+        return cls(
+            Database(settings.database_url), open_blob_store(settings.artifact_root), settings.artifact_root
+        )
+
+    # -- runs --------------------------------------------------------------------------------
+    def create_run(self, run: PipelineRunRecord) -> None:
+        row = {k: getattr(run, k) for k in (c.name for c in pipeline_runs.c) if k != "params"}
+        with self.db.write() as conn:
+            conn.execute(insert(pipeline_runs).values(**row, params=orjson.dumps(run.params).decode()))
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(pipeline_runs)
+                .where(pipeline_runs.c.run_id == run_id)
+                .values(status=status, finished_at=now_ms(), error=error)
+            )
+
+    def set_tracking_run(self, run_id: str, tracking_run_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(pipeline_runs)
+                .where(pipeline_runs.c.run_id == run_id)
+                .values(tracking_run_id=tracking_run_id)
+            )
+
+    def get_run(self, run_id: str, *, with_steps: bool = True) -> PipelineRunRecord:
+        with self.db.read() as conn:
+            row = conn.execute(select(pipeline_runs).where(pipeline_runs.c.run_id == run_id)).first()
+            if row is None:
+                raise NotFound(
+                    f"pipeline run {run_id!r} does not exist; see `loopml pipeline list --runs`",
+                    details={"run_id": run_id},
+                )
+            run = _run(row._mapping)
+            if with_steps:
+                query = select(pipeline_steps).where(pipeline_steps.c.run_id == run_id)
+                run.steps = [
+                    _step(r._mapping) for r in conn.execute(query.order_by(pipeline_steps.c.started_at))
+                ]
+        return run
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[PipelineRunRecord]:
+        t = pipeline_runs
+        query = select(t).order_by(t.c.started_at.desc(), t.c.run_id).limit(limit)
+        if pipeline:
+            query = query.where(t.c.pipeline == pipeline)
+        with self.db.read() as conn:
+            return [_run(r._mapping) for r in conn.execute(query)]
+
+    # -- steps -------------------------------------------------------------------------------
+    def save_step(self, step: StepRecord) -> None:
+        """Insert or replace the step's row (a run writes each step at start and at the end)."""
+        values = _step_row(step)
+        t = pipeline_steps
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(t).where(and_(t.c.run_id == step.run_id, t.c.step == step.step)).values(**values)
+            )
+            if done.rowcount == 0:
+                conn.execute(insert(t).values(run_id=step.run_id, step=step.step, **values))
+
+    def get_step(self, run_id: str, step: str) -> StepRecord:
+        t = pipeline_steps
+        with self.db.read() as conn:
+            row = conn.execute(select(t).where(and_(t.c.run_id == run_id, t.c.step == step))).first()
+        if row is None:
+            raise NotFound(
+                f"pipeline run {run_id!r} has no step {step!r}; see `loopml pipeline show {run_id}`",
+                details={"run_id": run_id, "step": step},
+            )
+        return _step(row._mapping)
+
+    def cache_candidates(self, cache_key: str, limit: int = 5) -> Iterator[StepRecord]:
+        """Earlier successful executions with this key, newest first."""
+        t = pipeline_steps
+        query = (
+            select(t)
+            .where(and_(t.c.cache_key == cache_key, t.c.status.in_((SUCCEEDED, CACHED))))
+            .order_by(t.c.finished_at.desc())
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return (_step(r._mapping) for r in rows)
+
+    # -- locks -------------------------------------------------------------------------------
+    def acquire(self, pipeline: str, run_id: str) -> None:
+        """Take the pipeline's run lock, or raise ``Conflict`` naming the run holding it. A lock
+        whose run has finished, or whose owner process on this host is gone, is taken over."""
+        for _ in range(3):
+            try:
+                with self.db.write() as conn:
+                    conn.execute(
+                        insert(pipeline_locks).values(
+                            pipeline=pipeline, run_id=run_id, owner=owner_id(), acquired_at=now_ms()
+                        )
+                    )
+                return
+            except DbIntegrityError:
+                holder = self._lock_holder(pipeline)
+                if holder is None:
+                    continue
+                if not self._stale(*holder):
+                    raise Conflict(
+                        f"pipeline {pipeline!r} is already running (run {holder[0]}); wait for it to finish",
+                        details={"pipeline": pipeline, "run_id": holder[0]},
+                    ) from None
+                self.release(pipeline, holder[0])
+        raise Conflict(f"pipeline {pipeline!r}: could not take its run lock", details={"pipeline": pipeline})
+
+    def release(self, pipeline: str, run_id: str) -> None:
+        t = pipeline_locks
+        with self.db.write() as conn:
+            conn.execute(delete(t).where(and_(t.c.pipeline == pipeline, t.c.run_id == run_id)))
+
+    def _lock_holder(self, pipeline: str) -> tuple[str, str] | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(pipeline_locks).where(pipeline_locks.c.pipeline == pipeline)).first()
+        return None if row is None else (str(row.run_id), str(row.owner))
+
+    def _stale(self, run_id: str, owner: str) -> bool:
+        with self.db.read() as conn:
+            status = conn.execute(
+                select(pipeline_runs.c.status).where(pipeline_runs.c.run_id == run_id)
+            ).scalar()
+        if status is not None and status != RUNNING:
+            return True
+        host, _, pid = owner.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    # -- definitions -------------------------------------------------------------------------
+    def put_definition(self, d: Definition) -> Definition:
+        """Create or update a registered pipeline (cursors survive an update)."""
+        t = pipeline_definitions
+        now = now_ms()
+        values = {
+            "target": d.target, "schedule": d.schedule, "on_dataset": d.on_dataset,
+            "on_alert": d.on_alert, "params": orjson.dumps(d.params).decode(), "updated_at": now,
+        }  # fmt: skip
+        with self.db.write() as conn:
+            done = conn.execute(update(t).where(t.c.name == d.name).values(**values))
+            if done.rowcount == 0:
+                conn.execute(insert(t).values(name=d.name, created_at=now, cron_cursor=now, **values))
+        return self.get_definition(d.name)
+
+    def get_definition(self, name: str) -> Definition:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(pipeline_definitions).where(pipeline_definitions.c.name == name)
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"pipeline {name!r} is not registered; register it with `loopml pipeline register "
+                "FILE.py:NAME` or run it by FILE.py:NAME / module:NAME",
+                details={"pipeline": name},
+            )
+        return _definition(row._mapping)
+
+    def list_definitions(self) -> list[Definition]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(pipeline_definitions).order_by(pipeline_definitions.c.name)).all()
+        return [_definition(r._mapping) for r in rows]
+
+    def delete_definition(self, name: str) -> None:
+        self.get_definition(name)
+        with self.db.write() as conn:
+            conn.execute(delete(pipeline_definitions).where(pipeline_definitions.c.name == name))
+
+    def advance_cursor(self, name: str, column: str, old: int | None, new: int) -> bool:
+        """Move a trigger cursor from ``old`` to ``new`` if nobody moved it first (the claim)."""
+        t = pipeline_definitions
+        col = t.c[column]
+        seen = col.is_(None) if old is None else col == old
+        with self.db.write() as conn:
+            done = conn.execute(update(t).where(and_(t.c.name == name, seen)).values({column: new}))
+        return done.rowcount == 1
+
+    # -- trigger history ---------------------------------------------------------------------
+    def record_trigger(self, rec: TriggerRecord) -> None:
+        with self.db.write() as conn:
+            conn.execute(insert(pipeline_triggers).values(**rec.to_dict()))
+
+    def update_trigger(self, trigger_id: str, status: str, run_id: str | None, message: str) -> None:
+        t = pipeline_triggers
+        with self.db.write() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.trigger_id == trigger_id)
+                .values(status=status, run_id=run_id, message=message)
+            )
+
+    def list_triggers(self, pipeline: str | None = None, limit: int = 100) -> list[TriggerRecord]:
+        t = pipeline_triggers
+        query = select(t).order_by(t.c.created_at.desc(), t.c.trigger_id).limit(limit)
+        if pipeline:
+            query = query.where(t.c.pipeline == pipeline)
+        with self.db.read() as conn:
+            return [TriggerRecord(**dict(r._mapping)) for r in conn.execute(query)]
+
+
+def _run(m: Any) -> PipelineRunRecord:
+    values = dict(m)
+    values["params"] = orjson.loads(values["params"])
+    values["use_cache"] = bool(values["use_cache"])
+    return PipelineRunRecord(**values)
+
+
+def _step_row(step: StepRecord) -> dict[str, Any]:
+    return {
+        "status": step.status, "cache_key": step.cache_key, "cached": step.cached,
+        "attempts": step.attempts, "started_at": step.started_at, "finished_at": step.finished_at,
+        "outputs": None if step.outputs is None else orjson.dumps(step.outputs).decode(),
+        "logs": orjson.dumps(step.logs).decode(), "tracking_run_id": step.tracking_run_id,
+        "error": step.error,
+    }  # fmt: skip
+
+
+def _step(m: Any) -> StepRecord:
+    values = dict(m)
+    values["outputs"] = None if values["outputs"] is None else orjson.loads(values["outputs"])
+    values["logs"] = orjson.loads(values["logs"])
+    values["cached"] = bool(values["cached"])
+    return StepRecord(**values)
+
+
+def _definition(m: Any) -> Definition:
+    values = dict(m)
+    values["params"] = orjson.loads(values["params"])
+    values["on_alert"] = bool(values["on_alert"])
+    return Definition(**values)
