@@ -40,6 +40,14 @@ class Settings:
     executor: str = "inprocess"
     # Whether ``loopml server`` runs the pipeline scheduler (cron, dataset and alert triggers).
     pipeline_scheduler: bool = True
+    # Host header names the server answers besides loopback names, IP literals, its bind host and
+    # the machine's name (DNS rebinding protection); comma-separated, "*" allows any.
+    allowed_hosts: tuple[str, ...] = ()
+    # The address ``loopml server`` is bound to (set by the server for its workers).
+    bind_host: str = ""
+    # The largest API request body, and the largest artifact or dataset upload, in bytes.
+    max_request_bytes: int = 64 << 20
+    max_upload_bytes: int = 8 << 30
     # The online feature store: sqlite:///PATH or redis://HOST:PORT/DB (default: online.db in home).
     online_store: str | None = None
 
@@ -93,6 +101,10 @@ class Settings:
             pipeline_scheduler=str(values.get("pipeline_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),
             online_store=values.get("online_store") or None,
+            allowed_hosts=tuple(h.strip() for h in str(values.get("allowed_hosts", "")).split(",")),
+            bind_host=values.get("bind_host", ""),
+            max_request_bytes=_as_int(values, "max_request_bytes", 64 << 20),
+            max_upload_bytes=_as_int(values, "max_upload_bytes", 8 << 30),
         )
 
 

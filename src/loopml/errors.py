@@ -47,6 +47,20 @@ class InvalidInput(LoopmlError):
     exit_code = 2
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request body over the server's limit (``LOOPML_MAX_REQUEST_BYTES``/``..._UPLOAD_BYTES``)."""
+
+    status_code = 413
+    error_code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a Content-Type the route refuses (e.g. a cross-site text/plain POST)."""
+
+    status_code = 415
+    error_code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class Conflict(LoopmlError):
     status_code = 409
     error_code = "CONFLICT"
@@ -81,6 +95,8 @@ ERRORS_BY_CODE: dict[str, type[LoopmlError]] = {
         NotFound,
         AlreadyExists,
         InvalidInput,
+        PayloadTooLarge,
+        UnsupportedMediaType,
         Conflict,
         PermissionDenied,
         GateFailed,

@@ -187,10 +187,11 @@ def test_unreadable_paths(data: DataService, tmp_path: Path) -> None:
 # -- HTTP only: the server's side of the upload ---------------------------------------------------
 def test_the_server_refuses_a_body_that_is_not_parquet(server_url: str) -> None:
     url = f"{server_url}/api/v1/datasets/{_name()}/versions"
-    bad = httpx.post(url, content=b"x" * 100)
+    parquet = {"Content-Type": "application/vnd.apache.parquet"}
+    bad = httpx.post(url, content=b"x" * 100, headers=parquet)
     assert bad.status_code == 400 and bad.json()["details"]["field"] == "body"
     assert "not a Parquet file" in bad.json()["message"]
-    tags = httpx.post(url, params={"tags": "[1]"}, content=b"")
+    tags = httpx.post(url, params={"tags": "[1]"}, content=b"", headers=parquet)
     assert tags.status_code == 400 and tags.json()["details"]["field"] == "tags"
 
 

@@ -21,6 +21,7 @@ from loopml.registry.local import LocalRegistryService
 from loopml.server import (
     api_v1,
     api_v1_data,
+    api_v1_features,
     api_v1_monitoring,
     api_v1_registry,
     api_v1_serving,
@@ -55,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _mount_inference(app, settings)
     _mount_monitoring(app, settings)
     ui.install(app, settings)
+    feature_routes = api_v1_features.install(app, app.state.tracking, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
+    fast_routes += feature_routes
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -16,6 +16,8 @@ def serve(host: str, port: int, workers: int, settings: Settings | None = None) 
     # Workers are separate processes: one BLAS thread each keeps 2-core machines responsive.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # The workers build their settings from the environment: tell them which Host is theirs.
+    os.environ["LOOPML_BIND_HOST"] = host
     Database(settings.database_url).dispose()
     uvicorn.run(
         "loopml.server.app:create_app_from_env",

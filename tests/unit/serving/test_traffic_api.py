@@ -56,7 +56,10 @@ class Bridge(httpx.BaseTransport):
 
 @pytest.fixture
 def hosted(tmp_path: Path) -> Iterator[tuple[httpx.Client, HttpEndpointService]]:
-    app = create_app(Settings.load(env={"LOOPML_HOME": str(tmp_path / "home")}))
+    # base_url http://test: "test" must be an allowed Host (the server refuses unknown names).
+    app = create_app(
+        Settings.load(env={"LOOPML_HOME": str(tmp_path / "home"), "LOOPML_ALLOWED_HOSTS": "test"})
+    )
     app.state.inference.loader = loader  # models:/m/N predicts N
     bridge = Bridge(app)
     client = httpx.Client(transport=bridge, base_url="http://test")
