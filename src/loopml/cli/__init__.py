@@ -22,6 +22,7 @@ from loopml.cli import endpoints as endpoints_cli
 from loopml.cli import features as features_cli
 from loopml.cli import models as models_cli
 from loopml.cli import monitor as monitor_cli
+from loopml.cli import pipeline as pipeline_cli
 from loopml.cli import predict as predict_cli
 from loopml.cli import serve as serve_cli
 from loopml.cli import stream as stream_cli
@@ -54,9 +55,11 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(endpoints_cli.app, name="endpoints")
 app.add_typer(monitor_cli.app, name="monitor")
 app.add_typer(features_cli.app, name="features")
+app.add_typer(pipeline_cli.app, name="pipeline")
 app.command("serve")(serve_cli.serve)
 app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)
+app.command("scheduler")(pipeline_cli.scheduler)
 
 
 def _version(value: bool) -> None:

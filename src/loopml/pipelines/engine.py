@@ -346,6 +346,7 @@ class _Runner:
         hit, reused_from = self._lookup(unit, key)
         if hit is not None:
             step.status, step.cached, step.outputs, step.finished_at = CACHED, True, hit.outputs, now_ms()
+            step.logs = hit.logs  # the logs of the execution whose outputs are reused
             self._record(unit, step, reused_from or hit.run_id)
             return
         self.store.save_step(step)
