@@ -55,6 +55,7 @@ bench: venv
 	$(BIN)/python bench/registry/cold_load.py
 	$(BIN)/python bench/serving/run.py
 	$(BIN)/python bench/drift/run.py
+	$(BIN)/python bench/features/run.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache
