@@ -1,0 +1,119 @@
+"""A seeded live ``loopml server`` and a headless Debian Chromium driven by Playwright.
+
+Every page a test opens is watched: a console error, an uncaught exception or a failed
+request (network error or HTTP status >= 400 that the test did not expect) fails the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.live_server import live_server
+from tests.ui.seed import Seeded, seed
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@dataclass
+class Site:
+    url: str
+    data: Seeded
+    screenshots: Path
+
+
+@dataclass
+class Watch:
+    """What went wrong on a page; ``allow`` lists URL fragments whose 4xx the test expects."""
+
+    problems: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and not any(a in (msg.location or {}).get("url", "") for a in self.allow):
+            self.problems.append(f"console error: {msg.text} at {msg.location}")
+
+    def _failed(self, request: Any) -> None:
+        failure = request.failure or ""
+        if "ERR_ABORTED" in failure and request.resource_type == "document":
+            return  # a navigation replaced by the next one (e.g. a download)
+        self.problems.append(f"request failed: {request.method} {request.url}: {failure}")
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and not any(a in response.url for a in self.allow):
+            self.problems.append(f"HTTP {response.status} for {response.request.method} {response.url}")
+
+
+def _screenshot_dir() -> Path:
+    """``test-output/ui/`` at the repository root, kept out of git by its own .gitignore."""
+    out = Path(__file__).resolve().parents[2] / "test-output"
+    (out / "ui").mkdir(parents=True, exist_ok=True)
+    (out / ".gitignore").write_text("*\n")
+    return out / "ui"
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    home = tmp_path_factory.mktemp("ui") / "home"
+    home.mkdir()
+    data = seed(home)
+    env = {"LOOPML_USER": "bob", "LOOPML_MONITOR_SCHEDULER": "0"}
+    shots = _screenshot_dir()
+    with live_server(home, env=env) as url:
+        yield Site(url, data, shots)
+
+
+@pytest.fixture(scope="session")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (make sysdeps)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+            accept_downloads=True,
+        )
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def watched(browser_context: Any) -> Iterator[tuple[Any, Watch]]:
+    """A fresh tab whose console errors and failed requests fail the test."""
+    page = browser_context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    try:
+        yield page, watch
+    finally:
+        page.close()
+    assert not watch.problems, "\n".join(watch.problems)
