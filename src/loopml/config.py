@@ -36,6 +36,8 @@ class Settings:
     max_dataset_upload_bytes: int = 8 << 30
     # Whether ``loopml server`` runs scheduled monitors in a background thread (0 turns it off).
     monitor_scheduler: bool = True
+    # Whether the server requires tokens (``loopml server --auth``; always on off loopback).
+    auth: bool = False
     # Where pipeline steps run: inprocess, process[:N], ray[:N] or ray://HOST:PORT.
     executor: str = "inprocess"
     # Whether ``loopml server`` runs the pipeline scheduler (cron, dataset and alert triggers).
@@ -97,6 +99,7 @@ class Settings:
             max_dataset_upload_bytes=_as_int(values, "max_dataset_upload_bytes", 8 << 30),
             monitor_scheduler=str(values.get("monitor_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),
+            auth=str(values.get("auth", "0")).lower() in ("1", "true", "yes", "on"),
             executor=values.get("executor") or "inprocess",
             pipeline_scheduler=str(values.get("pipeline_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),

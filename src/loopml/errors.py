@@ -71,6 +71,13 @@ class PermissionDenied(LoopmlError):
     error_code = "PERMISSION_DENIED"
 
 
+class Unauthenticated(LoopmlError):
+    """No valid credentials: a missing, unknown, expired or revoked token, or a wrong password."""
+
+    status_code = 401
+    error_code = "UNAUTHENTICATED"
+
+
 class GateFailed(LoopmlError):
     status_code = 422
     error_code = "GATE_FAILED"
@@ -99,6 +106,7 @@ ERRORS_BY_CODE: dict[str, type[LoopmlError]] = {
         UnsupportedMediaType,
         Conflict,
         PermissionDenied,
+        Unauthenticated,
         GateFailed,
         IntegrityError,
         Unavailable,

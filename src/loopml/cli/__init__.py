@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
+from loopml.cli import audit as audit_cli
 from loopml.cli import data, experiments, runs
 from loopml.cli import endpoints as endpoints_cli
 from loopml.cli import features as features_cli
@@ -26,6 +27,7 @@ from loopml.cli import pipeline as pipeline_cli
 from loopml.cli import predict as predict_cli
 from loopml.cli import serve as serve_cli
 from loopml.cli import stream as stream_cli
+from loopml.cli import users as users_cli
 from loopml.errors import LoopmlError
 
 
@@ -56,6 +58,8 @@ app.add_typer(endpoints_cli.app, name="endpoints")
 app.add_typer(monitor_cli.app, name="monitor")
 app.add_typer(features_cli.app, name="features")
 app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(users_cli.app, name="users")
+app.add_typer(audit_cli.app, name="audit")
 app.command("serve")(serve_cli.serve)
 app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)
@@ -83,12 +87,15 @@ def server(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Require API tokens (always on when HOST is not loopback).")
+    ] = False,
 ) -> None:
     """Start the tracking server (native API and MLflow REST API) on the configured store."""
     from loopml.server.main import serve
 
     typer.echo(f"loopml server on http://{host}:{port} (Ctrl+C to stop)", err=True)
-    serve(host, port, workers)
+    serve(host, port, workers, auth=auth)
 
 
 @app.command()

@@ -46,7 +46,11 @@ def _status(text: str) -> RequestStatus:
 
 
 def caller(request: Request) -> str | None:
-    """The caller's user name: ``X-Loopml-User``, else the basic-auth username, else None."""
+    """The caller's user name: the token's user when auth is on (set by :mod:`loopml.server.auth`;
+    the headers are then ignored), else ``X-Loopml-User``, else the basic-auth username, else None."""
+    verified = request.scope.get("loopml.user")
+    if verified or request.scope.get("loopml.auth"):
+        return str(verified) if verified else None
     user = request.headers.get(USER_HEADER, "").strip()
     if user:
         return user

@@ -15,12 +15,15 @@ from starlette.responses import Response
 from loopml import __version__, ui
 from loopml.config import Settings
 from loopml.errors import InvalidInput, LoopmlError
+from loopml.governance import audit
+from loopml.governance.identity import IdentityService
 from loopml.monitoring.labels import default_root as labels_root
 from loopml.monitoring.local import LocalMonitorService
 from loopml.registry.local import LocalRegistryService
 from loopml.server import (
     api_v1,
     api_v1_data,
+    api_v1_governance,
     api_v1_features,
     api_v1_monitoring,
     api_v1_registry,
@@ -29,6 +32,7 @@ from loopml.server import (
     mlflow_compat,
     mlflow_registry,
 )
+from loopml.server.auth import AuthMiddleware, Gatekeeper, auth_required
 from loopml.server.dispatch import FastPathDispatcher
 from loopml.server.responses import JSONResponse
 from loopml.serving.app import InferenceServer, ServiceEndpoints
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]
     fast_routes += feature_routes
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
+    _install_governance(app, settings)  # auth sees every route, the fast path included
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
@@ -69,6 +74,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response("OK", media_type="text/plain")
 
     return app
+
+
+def _install_governance(app: FastAPI, settings: Settings) -> None:
+    """Users, tokens and roles under /api/v1/auth, the audit log under /api/v1/audit, and the
+    middleware that authenticates (when auth is on), authorizes and binds the audit context."""
+    audit.install()
+    app.state.identity = IdentityService(app.state.tracking.db)
+    api_v1_governance.install(app)
+    tracking, registry = app.state.tracking, app.state.registry
+
+    def run_experiment(run_id: str) -> str | None:
+        try:
+            return str(tracking.get_run(run_id).info.experiment_id)
+        except LoopmlError:
+            return None
+
+    def request_model(request_id: str) -> str | None:
+        try:
+            return str(registry.get_request(request_id).name)
+        except LoopmlError:
+            return None
+
+    enabled = auth_required(settings)
+    app.state.auth_enabled = enabled
+    gk = Gatekeeper(app.state.identity, enabled, run_experiment, request_model)
+    app.add_middleware(AuthMiddleware, gatekeeper=gk)  # type: ignore[arg-type]
 
 
 def _mount_inference(app: FastAPI, settings: Settings) -> None:

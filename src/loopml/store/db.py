@@ -12,7 +12,7 @@ instead of failing half-way. PostgreSQL is used as it is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,16 @@ from sqlalchemy.engine import make_url
 SCHEMA_HEAD = "0009"
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "loopml_write"
+_CHANGES = "loopml_changes_at_begin"
+
+WriteHook = Callable[["Database", Connection], None]
+_write_hooks: list[WriteHook] = []
+
+
+def add_write_hook(hook: WriteHook) -> None:
+    """Run ``hook(db, conn)`` at the end of every write transaction, before it commits."""
+    if hook not in _write_hooks:
+        _write_hooks.append(hook)
 
 
 class Database:
@@ -47,9 +57,25 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; all of it commits or none of it does."""
+        """A write transaction; all of it commits or none of it does. The write hooks run
+        inside it, after its body and before the commit (the audit log appends there)."""
         with self._writer.connect() as conn, conn.begin():
+            if _write_hooks:
+                conn.info[_CHANGES] = self._total_changes(conn)
             yield conn
+            for hook in _write_hooks:
+                hook(self, conn)
+
+    def wrote(self, conn: Connection) -> bool:
+        """Whether the write transaction ``conn`` has changed anything so far."""
+        if self.is_sqlite:
+            return bool(self._total_changes(conn) != conn.info.get(_CHANGES))
+        return conn.exec_driver_sql("select txid_current_if_assigned()").scalar() is not None
+
+    @staticmethod
+    def _total_changes(conn: Connection) -> int:
+        dbapi = conn.connection.dbapi_connection
+        return int(getattr(dbapi, "total_changes", 0))
 
     def sql(self, statement: str) -> str:
         """Adapt a ``?``-placeholder statement to this database's driver."""
