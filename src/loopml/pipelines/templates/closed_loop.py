@@ -1,0 +1,495 @@
+"""The whole loop on one machine: train, ship, serve, watch, retrain, canary, promote, refuse.
+
+:class:`ClosedLoop` plays a production story on the synthetic card transactions
+(:func:`~loopml.pipelines.templates.synthetic.card_transactions`) against a live
+``loopml server`` (started by :func:`live_server` on 127.0.0.1):
+
+1. **v1** is trained by the continuous-training template on the first month, gated,
+   registered and deployed on endpoint ``fraud`` (its first version: promoted directly).
+2. **Live traffic** before the shift goes through the server's ``/invocations``; labels
+   arrive late (``POST /api/v1/labels``); the monitor (drift against v1's training table,
+   accuracy on the labelled answers) runs and stays quiet.
+3. **The world shifts**: the same monitor over the next window sees the inputs drift and the
+   accuracy drop, opens alerts, and leaves a retraining **trigger**.
+4. The trigger is claimed and starts the template on the recent labelled rows: **v2** is
+   gated against v1, sent ``canary_percent`` of the traffic while callers report whether each
+   answer was right (``POST /api/v1/endpoints/fraud/feedback``), and promoted when the
+   serving process's rollback judge found it no worse.
+5. A **deliberately bad candidate** (trained on shuffled labels, by replacing the template's
+   ``train`` stage) is refused by the gate, with the reason.
+
+Every step is reported to ``on_event(kind, message, data)``; the returned :class:`LoopResult`
+lists the transitions (the integration test asserts them, ``loopml demo`` narrates them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loopml.config import Settings
+from loopml.errors import LoopmlError, NotFound
+from loopml.pipelines.templates import synthetic
+from loopml.pipelines.templates.continuous import ContinuousTraining, continuous_training
+from loopml.pipelines.templates.records import CTConfig, CTResult
+
+if TYPE_CHECKING:
+    import httpx
+    import pandas as pd
+
+    from loopml.client.http_monitoring import HttpMonitorService
+    from loopml.client.http_serving import HttpEndpointService
+    from loopml.monitoring.monitors import MonitorRun
+
+EventHook = Callable[[str, str, dict[str, Any]], None]
+ProgressHook = Callable[[str, int, int], None]
+START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Sizes and names of the story; the defaults are what ``make demo`` runs."""
+
+    rows: int = 24_000
+    seed: int = 0
+    model_name: str = "fraud"
+    dataset: str = "card-transactions"
+    endpoint: str = "fraud"
+    monitor: str = "fraud-live"
+    pipeline: str = "fraud-retrain"
+    traffic_rows: int = 800
+    batch_rows: int = 20
+    label_share: float = 0.9
+    canary_percent: float = 50.0
+    canary_min_requests: int = 60
+    canary_timeout_s: float = 90.0
+    workers: int = 4
+    max_iter: int = 60
+    rules: tuple[str, ...] = ("drift_share>=0.3", "accuracy<0.75")
+    gate: tuple[str, ...] = ("roc_auc >= 0.7", "roc_auc >= champion.roc_auc - 0.01")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One thing that happened: ``kind`` (e.g. ``promoted``, ``alert``), a sentence, the numbers."""
+
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoopResult:
+    """The story's transitions and the versions it produced."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    runs: dict[str, CTResult] = field(default_factory=dict)
+    monitor_runs: dict[str, MonitorRun] = field(default_factory=dict)
+    trigger_id: str | None = None
+    seconds: float = 0.0
+
+    def kinds(self) -> list[str]:
+        return [t.kind for t in self.transitions]
+
+
+# ---- the live server --------------------------------------------------------------------------
+@contextmanager
+def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
+    """``loopml server`` on 127.0.0.1 over the same store as ``settings`` (scheduled monitors
+    off: the story runs them); yields its URL and stops the process afterwards."""
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "LOOPML_HOME": str(settings.home),
+        "LOOPML_DATABASE_URL": settings.database_url,
+        "LOOPML_ARTIFACT_ROOT": settings.artifact_root,
+        "LOOPML_MONITOR_SCHEDULER": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("LOOPML_TRACKING_URI", None)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    log_path = settings.home / "demo-server.log"
+    args = [sys.executable, "-m", "loopml.cli", "server", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log_path)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise LoopmlError(f"loopml server exited with {proc.returncode}; its log ({log_path}):\n{tail}")
+        with suppress(httpx.TransportError):
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    _stop(proc)
+    raise LoopmlError(
+        f"loopml server did not answer {url}/health within {START_TIMEOUT_S:g} s; see {log_path}"
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+# ---- traffic --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """One request sent to the endpoint: its id, the true labels of its rows, the predictions."""
+
+    request_id: str
+    labels: list[int]
+    predictions: list[Any]
+
+    def correct(self) -> float:
+        hits = [int(p == y) for p, y in zip(self.predictions, self.labels, strict=False)]
+        return float(np.mean(hits)) if hits else 0.0
+
+
+class Traffic:
+    """Callers of one endpoint: scoring requests, late labels and per-answer feedback."""
+
+    def __init__(self, url: str, endpoint: str, features: list[str], target: str, workers: int = 4) -> None:
+        import httpx
+
+        self.url, self.endpoint, self.features, self.target = url, endpoint, features, target
+        self.workers = workers
+        self.client = httpx.Client(base_url=url, timeout=30.0, limits=httpx.Limits(max_connections=workers))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def score(self, rows: pd.DataFrame) -> Answer:
+        """One request with ``rows`` (MLflow ``dataframe_split``); raises on a non-200 answer."""
+        request_id = uuid.uuid4().hex
+        body = {
+            "dataframe_split": {
+                "columns": self.features,
+                "data": rows[self.features].astype(object).values.tolist(),
+            }
+        }
+        answer = self.client.post(
+            f"/endpoints/{self.endpoint}/invocations", json=body, headers={"x-request-id": request_id}
+        )
+        _raise_for(answer)
+        predictions = answer.json()["predictions"]
+        return Answer(request_id, [int(y) for y in rows[self.target]], list(predictions))
+
+    def send(
+        self, frame: pd.DataFrame, batch_rows: int, progress: Callable[[int], None] | None = None
+    ) -> list[Answer]:
+        """Score ``frame`` in requests of ``batch_rows`` rows from ``workers`` concurrent callers."""
+        chunks = [frame.iloc[i : i + batch_rows] for i in range(0, len(frame), batch_rows)]
+        answers: list[Answer] = []
+        with ThreadPoolExecutor(self.workers) as pool:
+            for answer in pool.map(self.score, chunks):
+                answers.append(answer)
+                if progress is not None:
+                    progress(len(answer.labels))
+        return answers
+
+    def feedback(self, answer: Answer) -> None:
+        """Tell the endpoint how good ``answer`` was (the share of its rows predicted right)."""
+        body = {"request_id": answer.request_id, "quality": answer.correct()}
+        _raise_for(self.client.post(f"/api/v1/endpoints/{self.endpoint}/feedback", json=body))
+
+
+def _raise_for(answer: httpx.Response) -> None:
+    if answer.status_code != 200:
+        raise LoopmlError(
+            f"{answer.request.method} {answer.request.url.path}: {answer.status_code} {answer.text}"
+        )
+
+
+# ---- the story ------------------------------------------------------------------------------
+class ClosedLoop:
+    """The story of the module docstring against the server at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        config: LoopConfig | None = None,
+        on_event: EventHook | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> None:
+        from loopml.client.http_monitoring import HttpMonitorService
+        from loopml.client.http_serving import HttpEndpointService
+
+        self.url, self.config = url, config or LoopConfig()
+        self.on_event, self.on_progress = on_event, on_progress
+        self.endpoints: HttpEndpointService = HttpEndpointService(url, user="loopml-demo", retries=2)
+        self.monitoring: HttpMonitorService = HttpMonitorService(url, user="loopml-demo", retries=2)
+        self.data = synthetic.card_transactions(self.config.rows, seed=self.config.seed)
+        self.traffic = Traffic(
+            url, self.config.endpoint, list(synthetic.FEATURES), synthetic.TARGET, self.config.workers
+        )
+        self.result = LoopResult()
+        self._rng = np.random.default_rng(self.config.seed + 1)
+
+    def close(self) -> None:
+        self.traffic.close()
+        self.endpoints.close()
+        self.monitoring.close()
+
+    def run(self) -> LoopResult:
+        """Play every act; returns what happened."""
+        started = time.monotonic()
+        self.reset()
+        v1 = self.first_model()
+        self.create_monitor(v1)
+        self.watch("before the shift", synthetic.between(self.data, 30, 40))
+        drifted = self.watch("after the shift", synthetic.between(self.data, 40, 50))
+        trigger = self.claim_trigger(drifted)
+        self.retrain(trigger)
+        self.bad_candidate()
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    # -- acts ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start from a clean endpoint and monitor (a rerun keeps the registry's history)."""
+        with suppress(NotFound):
+            self.endpoints.delete_endpoint(self.config.endpoint)
+        with suppress(NotFound):
+            self.monitoring.delete_monitor(self.config.monitor)
+
+    def first_model(self) -> CTResult:
+        """v1 on the first month: trained, gated, registered, deployed on a fresh endpoint."""
+        result = self._template().run(synthetic.between(self.data, 0, 30), endpoints=self.endpoints)
+        self.result.runs["v1"] = result
+        self._emit(
+            "production",
+            f"{self.config.model_name} v{result.version} serves endpoint {self.config.endpoint}",
+            result,
+        )
+        return result
+
+    def create_monitor(self, v1: CTResult) -> None:
+        """Drift against v1's training table and accuracy on labelled answers; alerts trigger
+        the retraining pipeline."""
+        from loopml.monitoring.monitors import Monitor, Rule
+
+        assert v1.data is not None
+        monitor = Monitor(
+            self.config.monitor,
+            endpoint=self.config.endpoint,
+            reference=v1.data.train.ref,
+            features=list(synthetic.FEATURES),
+            rules=[Rule.parse(r) for r in self.config.rules],
+            pipeline=self.config.pipeline,
+            task="classification",
+            description="demo: drift and accuracy of the fraud endpoint",
+        )
+        self.monitoring.create_monitor(monitor)
+        rules = ", ".join(self.config.rules)
+        self._emit("monitor", f"monitor {monitor.name}: {rules} vs {monitor.reference}", {})
+
+    def watch(self, phase: str, pool: pd.DataFrame) -> MonitorRun:
+        """Live traffic of ``phase``, its labels arriving late, then one monitor run over it."""
+        rows = pool.sample(min(self.config.traffic_rows, len(pool)), random_state=self.config.seed)
+        rows = rows.sort_values(synthetic.TIMESTAMP)
+        start = int(time.time() * 1000)
+        answers = self.traffic.send(
+            rows, self.config.batch_rows, self._progress(f"traffic {phase}", len(rows))
+        )
+        self._emit("traffic", f"{len(rows)} transactions scored {phase}", {"requests": len(answers)})
+        labelled = self._labels(answers)
+        self._emit("labels", f"{labelled} labels arrived late for {len(answers)} requests", {})
+        run = self._run_monitor(start)
+        self.result.monitor_runs[phase] = run
+        self._report_run(phase, run)
+        return run
+
+    def claim_trigger(self, run: MonitorRun) -> str:
+        """The retraining trigger the alert left: claimed once, by this story."""
+        pending = [
+            t for t in self.monitoring.list_triggers() if t.trigger_id in run.result.get("triggers", [])
+        ]
+        if not pending:
+            raise LoopmlError(
+                f"monitor {self.config.monitor} left no trigger; rules: {run.result.get('rules')}"
+            )
+        trigger = self.monitoring.claim_trigger(pending[0].trigger_id, by="loopml-demo")
+        self.result.trigger_id = trigger.trigger_id
+        self._emit(
+            "trigger", f"trigger {trigger.trigger_id[:8]} claimed: run pipeline {trigger.pipeline}", {}
+        )
+        return trigger.trigger_id
+
+    def retrain(self, trigger_id: str) -> CTResult:
+        """The template on the recent labelled rows; v2 canaried while live traffic flows."""
+        recent = synthetic.between(self.data, 40, 55)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        caller = threading.Thread(target=self._canary_traffic, args=(stop, errors), daemon=True)
+        template = self._template()
+        template.hooks.append(lambda stage, _msg: caller.start() if stage == "deploy" else None)
+        try:
+            result = template.run(recent, endpoints=self.endpoints)
+        finally:
+            stop.set()
+            if caller.is_alive():
+                caller.join(timeout=30)
+        if errors:
+            raise LoopmlError(f"canary traffic failed: {errors[0]}") from errors[0]
+        self.result.runs["v2"] = result
+        self._emit(result.status, _verdict(result, "v2"), result)
+        if result.status == "promoted" and result.data is not None:
+            monitor = self.monitoring.get_monitor(self.config.monitor)
+            self.monitoring.update_monitor(replace(monitor, reference=result.data.train.ref))
+            self._emit("monitor", f"monitor {monitor.name} now compares against {result.data.train.ref}", {})
+        return result
+
+    def bad_candidate(self) -> CTResult:
+        """A candidate trained on shuffled labels (the template's ``train`` stage replaced)."""
+        recent = synthetic.between(self.data, 40, 55)
+        template = self._template(train=_shuffled_labels_train)
+        result = template.run(recent, endpoints=self.endpoints)
+        self.result.runs["bad"] = result
+        self._emit(result.status, _verdict(result, "bad candidate"), result)
+        return result
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _template(self, **stages: Any) -> ContinuousTraining:
+        c = self.config
+        config = CTConfig(
+            model_name=c.model_name,
+            dataset=c.dataset,
+            target=synthetic.TARGET,
+            features=synthetic.FEATURES,
+            time_column=synthetic.TIMESTAMP,
+            gate=c.gate,
+            endpoint=c.endpoint,
+            canary_percent=c.canary_percent,
+            canary_min_requests=c.canary_min_requests,
+            canary_timeout_s=c.canary_timeout_s,
+            params={"max_iter": c.max_iter},
+            seed=c.seed,
+            experiment="demo-continuous-training",
+        )
+        hook = lambda stage, message: self._emit(f"stage:{stage}", message, {})  # noqa: E731
+        return continuous_training(config, hooks=[hook], **stages)
+
+    def _labels(self, answers: list[Answer]) -> int:
+        keep = self._rng.random(len(answers)) < self.config.label_share
+        chosen = [a for a, k in zip(answers, keep, strict=True) if k]
+        if not chosen:
+            return 0
+        self.monitoring.log_labels(
+            [a.request_id for a in chosen], [a.labels for a in chosen], endpoint=self.config.endpoint
+        )
+        return sum(len(a.labels) for a in chosen)
+
+    def _run_monitor(self, start_ms: int) -> MonitorRun:
+        """One run over exactly [start, start + ceil(elapsed)) seconds; waits out the window."""
+        window_s = max(1, math.ceil((time.time() * 1000 - start_ms) / 1000))
+        monitor = self.monitoring.get_monitor(self.config.monitor)
+        if monitor.window_s != window_s:
+            self.monitoring.update_monitor(replace(monitor, window_s=window_s))
+        end = start_ms + window_s * 1000
+        time.sleep(max(0.0, end / 1000 - time.time()) + 0.05)
+        return self.monitoring.run_monitor(self.config.monitor, now=end)
+
+    def _report_run(self, phase: str, run: MonitorRun) -> None:
+        values = run.result.get("values", {})
+        firing = [r for r in run.result.get("rules", []) if r["state"] == "firing"]
+        drift, accuracy = values.get("drift_share") or 0.0, values.get("accuracy") or 0.0
+        summary = f"drift share {drift:.2f}, accuracy {accuracy:.3f}"
+        self._emit("monitor_run", f"monitor over {phase}: {summary}", {"values": values, "phase": phase})
+        for rule in firing:
+            self._emit("alert", f"ALERT {rule['rule']}: {rule['message']}", rule)
+
+    def _canary_traffic(self, stop: threading.Event, errors: list[BaseException]) -> None:
+        """Callers during the canary: one transaction per request, each answer judged at once."""
+        try:
+            self._call_canary(stop)
+        except Exception as exc:  # reported by retrain(): a thread cannot raise to its caller
+            errors.append(exc)
+
+    def _call_canary(self, stop: threading.Event) -> None:
+        pool = synthetic.between(self.data, 55, 60)
+        sent, total = 0, min(len(pool), 2000)
+        tick = self._progress("canary traffic", total)
+        while not stop.is_set() and sent < total:
+            batch = [pool.iloc[i : i + 1] for i in range(sent, min(sent + self.config.workers * 5, total))]
+            with ThreadPoolExecutor(self.config.workers) as callers:
+                answers = list(callers.map(self.traffic.score, batch))
+                list(callers.map(self.traffic.feedback, answers))
+            self.monitoring.log_labels(
+                [a.request_id for a in answers], [a.labels for a in answers], endpoint=self.config.endpoint
+            )
+            sent += len(batch)
+            tick(len(batch))
+
+    def _progress(self, what: str, total: int) -> Callable[[int], None]:
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if self.on_progress is not None:
+                self.on_progress(what, done[0], total)
+
+        return tick
+
+    def _emit(self, kind: str, message: str, data: Any) -> None:
+        payload = data if isinstance(data, dict) else {"result": data}
+        if not kind.startswith("stage:"):
+            self.result.transitions.append(Transition(kind, message, payload))
+        if self.on_event is not None:
+            self.on_event(kind, message, payload)
+
+
+def _verdict(result: CTResult, who: str) -> str:
+    version = f"v{result.version}" if result.version is not None else "no version"
+    return f"{who} ({version}): {result.status}: {result.reason}"
+
+
+def _shuffled_labels_train(frame: pd.DataFrame, config: CTConfig) -> Any:
+    """A broken training stage: the labels are shuffled, so the model learns nothing."""
+    from loopml.pipelines.templates import stages
+
+    shuffled = frame.copy()
+    shuffled[config.target] = np.random.default_rng(config.seed).permutation(
+        shuffled[config.target].to_numpy()
+    )
+    return stages.train(shuffled, config)
