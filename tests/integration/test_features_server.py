@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -34,6 +35,7 @@ from loopml.features.registry import FeatureRegistry
 from loopml.features.service import FeatureStoreService, LocalFeatureStoreService
 from loopml.store.db import Database
 from tests.support.live_server import live_server
+from tests.support.serving import serve_process
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,10 +49,10 @@ def adjust(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"rate_x": df["rate"] * df["factor"]})
 
 
-def generated(seed: int = 3, rows: int = 400) -> pd.DataFrame:
+def generated(seed: int = 3, rows: int = 400, t0: pd.Timestamp = T0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     minutes = rng.integers(0, 6 * 24 * 60, rows)
-    event = T0 + pd.to_timedelta(minutes, unit="min")
+    event = t0 + pd.to_timedelta(minutes, unit="min")
     frame = pd.DataFrame(
         {
             "driver_id": rng.integers(0, DRIVERS, rows),
@@ -61,7 +63,7 @@ def generated(seed: int = 3, rows: int = 400) -> pd.DataFrame:
         }
     )
     # Driver 0 only has an old row (outside the 2-day ttl at NOW).
-    frame.loc[frame["driver_id"] == 0, "event_timestamp"] = (T0 + pd.Timedelta(hours=1)).tz_convert("UTC")
+    frame.loc[frame["driver_id"] == 0, "event_timestamp"] = (t0 + pd.Timedelta(hours=1)).tz_convert("UTC")
     return frame
 
 
@@ -168,7 +170,7 @@ def test_unknown_names_are_404_naming_the_known_ones(fs: FeatureStoreService) ->
         fs.get_online_features([{"driver_id": 1}], ["stats:speed"], now=NOW)
     with pytest.raises(NotFound, match=r"'rider_id'.*known join keys: driver_id"):
         fs.get_online_features([{"driver_id": 1, "rider_id": 2}], ["stats:rate"], now=NOW)
-    with pytest.raises(NotFound, match="no feature view .nope.; known: adjusted, stats"):
+    with pytest.raises(NotFound, match=r"no feature view .nope.; known: adjusted, stats"):
         fs.push("nope", {"driver_id": [1]})
 
 
@@ -256,3 +258,137 @@ def test_offline_equals_online_through_the_server(tmp_path: Path, source: Path) 
     for column in ("rate", "trips", "rate_x"):
         expected = [None if pd.isna(v) else v for v in offline[column].tolist()]
         assert online.values[column] == expected, column
+
+
+# ---- a model trained on a feature service, served by entity keys ------------------------------
+
+MODEL_COLUMNS = ["rate", "trips", "rate_x", "factor"]
+
+
+def _train_and_register(home: Path, source: Path, t0: pd.Timestamp) -> Any:
+    """Train on get_historical_features(service=...), log with the service, register."""
+    from sklearn.linear_model import LogisticRegression
+
+    import loopml
+    from loopml import models, registry, sdk
+
+    rng = np.random.default_rng(11)
+    times = t0 + pd.to_timedelta(rng.integers(24 * 60, 6 * 24 * 60, 300), unit="min")
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": rng.integers(1, DRIVERS, 300),
+            "event_timestamp": times,
+            "factor": rng.random(300) + 0.5,
+        }
+    )
+    train = _offline_frame(entity_df, source).dropna().astype({"trips": "int64"})
+    X, y = train[MODEL_COLUMNS], (train["rate_x"] > 0.5).astype(np.int64)
+    model = LogisticRegression().fit(X, y)
+    with loopml.start_run():
+        info = models.log_model(model, "model", input_example=X.head(), feature_service="churn")
+    mv = registry.register("keyed", info.model_uri)
+    registry.service().set_registered_model_alias("keyed", "champion", mv.version)
+    assert registry.lineage("keyed", mv.version).features == [
+        "feature_service churn v1", "stats:rate", "stats:trips", "adjusted:rate_x",
+    ]  # fmt: skip
+    registry.reset()
+    sdk.reset()
+    return model
+
+
+def _offline_frame(entity_df: pd.DataFrame, source: Path) -> pd.DataFrame:
+    defs = definitions(source)
+    churn = next(d for d in defs if isinstance(d, FeatureService))
+    stats = next(d for d in defs if isinstance(d, FeatureView))
+    return get_historical_features(entity_df, service=churn, views=[stats]).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, Path]]:
+    """Served models enforce the ttl against the clock: this source ends about now."""
+    t0 = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=6)
+    home = tmp_path_factory.mktemp("keyed") / "home"
+    source = home.parent / "recent.parquet"
+    generated(seed=5, t0=t0).to_parquet(source)
+    _prepare(home, source)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOPML_HOME", str(home))
+        mp.delenv("LOOPML_TRACKING_URI", raising=False)
+        model = _train_and_register(home, source, t0)
+    local = LocalFeatureStoreService.from_settings(Settings.load(env={"LOOPML_HOME": str(home)}))
+    local.materialize(None, views=["stats"])
+    local.close()
+    yield home, model, source
+
+
+def _expected(model: Any, ids: list[int], factors: list[float], source: Path) -> list[int]:
+    at = pd.Timestamp.now(tz="UTC")
+    entity_df = pd.DataFrame({"driver_id": ids, "event_timestamp": [at] * len(ids), "factor": factors})
+    offline = _offline_frame(entity_df, source).astype({"trips": "int64"})
+    return [int(p) for p in model.predict(offline[MODEL_COLUMNS])]
+
+
+def _present_ids(home: Path) -> list[int]:
+    local = LocalFeatureStoreService.from_settings(Settings.load(env={"LOOPML_HOME": str(home)}))
+    found = local.get_online_features({"driver_id": list(range(1, DRIVERS))}, ["stats:rate"])
+    local.close()
+    return [
+        i for i, s in zip(found.values["driver_id"], found.statuses["rate"], strict=True) if s == "present"
+    ]
+
+
+def test_loopml_serve_takes_entity_keys_and_predicts_like_offline(
+    keyed: tuple[Path, Any, Path],
+) -> None:
+    home, model, source = keyed
+    ids = _present_ids(home)[:12]
+    factors = [0.5 + i / 7 for i in range(len(ids))]
+    expected = _expected(model, ids, factors, source)
+    with serve_process(home, "models:/keyed@champion") as hostport:
+        base = f"http://{hostport}"
+        records = [{"driver_id": i, "factor": f} for i, f in zip(ids, factors, strict=True)]
+        got = httpx.post(base + "/invocations", json={"dataframe_records": records}, timeout=30)
+        assert got.status_code == 200, got.text
+        assert got.json() == {"predictions": expected}
+        split = {
+            "columns": ["driver_id", "factor"],
+            "data": [[i, f] for i, f in zip(ids, factors, strict=True)],
+        }
+        assert (
+            httpx.post(base + "/invocations", json={"dataframe_split": split}).json()["predictions"]
+            == expected
+        )
+        v2 = {
+            "inputs": [
+                {"name": "driver_id", "datatype": "INT64", "shape": [len(ids)], "data": ids},
+                {"name": "factor", "datatype": "FP64", "shape": [len(ids)], "data": factors},
+            ]
+        }
+        answer = httpx.post(base + "/v2/models/keyed/infer", json=v2, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == expected
+        # Driver 0's only value is outside the ttl and 'trips' is int64: refused, naming it.
+        stale = httpx.post(
+            base + "/invocations", json={"dataframe_records": [{"driver_id": 0, "factor": 1.0}]}
+        )
+        assert stale.status_code == 404 and "{'driver_id': 0}" in stale.json()["message"]
+        assert stale.json()["details"]["features"]["trips"] == "outside_ttl"
+        no_key = httpx.post(base + "/invocations", json={"dataframe_records": [{"factor": 1.0}]})
+        assert no_key.status_code == 400 and no_key.json()["details"]["field"] == "driver_id"
+
+
+def test_server_endpoint_takes_entity_keys(keyed: tuple[Path, Any, Path]) -> None:
+    from loopml.client.http_serving import HttpEndpointService
+    from loopml.serving.records import TrafficPolicy
+
+    home, model, source = keyed
+    ids = _present_ids(home)[:5]
+    factors = [1.5] * len(ids)
+    with live_server(home) as url:
+        endpoints = HttpEndpointService(url)
+        endpoints.create_endpoint("keyed-ep", TrafficPolicy.single("models:/keyed@champion"))
+        endpoints.close()
+        body = {"dataframe_records": [{"driver_id": i, "factor": 1.5} for i in ids]}
+        got = httpx.post(url + "/endpoints/keyed-ep/invocations", json=body, timeout=60)
+    assert got.status_code == 200, got.text
+    assert got.json() == {"predictions": _expected(model, ids, factors, source)}

@@ -88,10 +88,13 @@ def show(
         _print_versions(model.latest_versions)
         return
     mv = reg.get_model_version(name, version)
+    features = reg.lineage(name, version).features
     if as_json:
-        render.print_json(_dump(mv))
+        render.print_json({**_dump(mv), "features": features})
     else:
         _print_versions([mv])
+        if features:
+            typer.echo(f"features: {features[0]} ({', '.join(features[1:])})")
 
 
 @app.command("versions")

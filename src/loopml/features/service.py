@@ -77,6 +77,7 @@ class ServiceColumns:
     request_fields: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     refs: tuple[str, ...] = ()
+    full_outputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class FeatureStoreService(abc.ABC):
             view = self._view_record(view_name)
             types = {f["name"]: f["dtype"] for f in view.spec["fields"]}
             cols.outputs[feature] = types[feature]
+            cols.full_outputs[f"{view_name}__{feature}"] = types[feature]
             if view.kind == "feature_view":
                 self._add_join_keys(cols, view.spec)
             else:
@@ -183,6 +185,43 @@ class FeatureStoreService(abc.ABC):
         for entity in view_spec["entities"]:
             spec = self.get_definition("entity", entity).spec
             cols.join_keys.update(zip(spec["join_keys"], spec["value_types"], strict=True))
+
+
+def service_record(cols: ServiceColumns, signature: dict[str, Any] | None) -> dict[str, Any]:
+    """What a model's manifest records of the feature service it was trained with.
+
+    The model's input columns must be the service's features (short or ``view__feature`` names),
+    its request fields or join keys, so an endpoint can build the input from entity keys alone.
+    """
+    inputs = (signature or {}).get("inputs") or {}
+    if inputs.get("kind") != "columns":
+        raise InvalidInput(
+            f"a model logged with feature service {cols.name!r} needs a signature of named columns; "
+            "pass input_example as a DataFrame of the service's features",
+            details={"field": "input_example"},
+        )
+    names = [str(c["name"]) for c in inputs["columns"]]
+    given = {**cols.request_fields, **cols.join_keys}
+    short_ok = all(n in cols.outputs or n in given for n in names)
+    use_full = not short_ok and all(n in cols.full_outputs or n in given for n in names)
+    outputs = cols.full_outputs if use_full else cols.outputs
+    unknown = [n for n in names if n not in outputs and n not in given]
+    if unknown:
+        raise InvalidInput(
+            f"the model's input column(s) {unknown} are neither features of service {cols.name!r} "
+            f"({', '.join(cols.outputs)}) nor its request fields or join keys; train on the "
+            "columns get_historical_features(service=...) returns",
+            details={"field": "feature_service", "unknown": unknown},
+        )
+    return {
+        "name": cols.name,
+        "version": cols.version,
+        "refs": list(cols.refs),
+        "join_keys": cols.join_keys,
+        "request_fields": cols.request_fields,
+        "outputs": outputs,
+        "full_feature_names": use_full,
+    }
 
 
 # ---- entity rows -------------------------------------------------------------------------------

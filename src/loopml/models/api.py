@@ -114,11 +114,15 @@ def log_model(
     pip_requirements: list[str] | None = None,
     run_id: str | None = None,
     flavor: str | None = None,
+    feature_service: Any = None,
 ) -> ModelInfo:
     """Store ``model`` as the artifact directory ``name`` of the active run (or ``run_id``).
 
     The flavor is detected (scikit-learn, XGBoost, LightGBM, ONNX, else pyfunc);
     pickle-based storage needs ``trust_pickle=True``. Returns where it went.
+    ``feature_service`` (a registered service's name, or the ``FeatureService``) records the
+    features the model was trained with: the registry's lineage shows it, and an endpoint
+    serving the model accepts entity keys alone and fetches the features from the online store.
 
     >>> info = log_model(pipeline, input_example=X_train[:5])  # doctest: +SKIP
     >>> info.model_uri                                          # doctest: +SKIP
@@ -139,6 +143,8 @@ def log_model(
     with tempfile.TemporaryDirectory(prefix="loopml-model-") as tmp:
         manifest = _package(chosen, model, Path(tmp), input_example, signature, trust_pickle)
         manifest.pip_requirements = list(pip_requirements or [])
+        if feature_service is not None:
+            manifest.feature_service = _feature_service(feature_service, manifest.signature)
         data = manifest.to_bytes()
         (Path(tmp) / MANIFEST_NAME).write_bytes(data)
         svc.log_artifact(run_id, Path(tmp), name)
@@ -169,6 +175,19 @@ def _package(
         model_class=f"{cls.__module__}.{cls.__qualname__}",
         input_example=example_file,
     )
+
+
+def _feature_service(service: Any, signature: dict[str, Any] | None) -> dict[str, Any]:
+    """What the manifest records of the feature service a model was trained with."""
+    from loopml.features.service import feature_store, service_record
+
+    name = service if isinstance(service, str) else getattr(service, "name", None)
+    if not isinstance(name, str):
+        raise InvalidInput(
+            f"feature_service is a {type(service).__name__}; pass a registered feature service's name",
+            details={"field": "feature_service"},
+        )
+    return service_record(feature_store().describe_service(name), signature)
 
 
 def _write_example(example: Any, dest: Path) -> str:

@@ -57,6 +57,9 @@ class Manifest:
     model_class: str = ""
     input_example: str | None = None
     format_version: int = FORMAT_VERSION
+    # The feature service the model was trained with (name, version, join keys, request fields,
+    # feature columns): an endpoint then accepts entity keys alone and fetches the features.
+    feature_service: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         # Sorted keys and fixed separators: the same model gives the same manifest digest.

@@ -42,7 +42,7 @@ class LineageMixin:
             model=mv,
             run=None if run is None else self._run_lineage(run),
             datasets=[] if run is None else [self._dataset(i) for i in run.inputs],
-            features=[],
+            features=_features(manifest.get("feature_service")),
             signature=manifest.get("signature"),
             flavor=manifest.get("flavor"),
         )
@@ -121,3 +121,10 @@ class LineageMixin:
         except orjson.JSONDecodeError:
             return {}
         return found if isinstance(found, dict) else {}
+
+
+def _features(service: Any) -> list[str]:
+    """The feature service a model was logged with, then its features (``view:feature``)."""
+    if not isinstance(service, dict) or not service.get("name"):
+        return []
+    return [f"feature_service {service['name']} v{service.get('version', '?')}", *service.get("refs", [])]

@@ -19,13 +19,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from loopml.models.signature import Signature, is_dataframe
 from loopml.serving.batching import MicroBatcher
 from loopml.serving.deployments import TrafficRouter
+from loopml.serving.entity_keys import EntityKeyInput
 from loopml.serving.records import BatchingConfig, Endpoint, Variant
 from loopml.serving.validation import InputSpec
 
@@ -58,7 +59,11 @@ def load_version(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
     loaded = models.load(pinned, trust_pickle=trust_pickle)
     # The input was validated against the signature already: call the model directly
     # rather than LoadedModel.predict, which would check it a second time.
-    return LoadedVersion(uri, name, version, loaded.signature, loaded.predictor.predict)
+    signature, predict = loaded.signature, cast(Callable[[Any], Any], loaded.predictor.predict)
+    if loaded.manifest.feature_service:  # trained on a feature service: requests carry entity keys
+        keyed = EntityKeyInput(loaded.manifest.feature_service, loaded.signature)
+        signature, predict = keyed.signature, keyed.wrap(predict)
+    return LoadedVersion(uri, name, version, signature, predict)
 
 
 def _resolve(uri: str) -> tuple[str, str, str]:
