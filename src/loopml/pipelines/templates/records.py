@@ -24,7 +24,9 @@ class CTConfig:
 
     ``features`` are the model's input columns (default: every column but the target, the
     time column and ``exclude``). ``endpoint`` enables the canary stages; without it a version
-    that passes the gate is promoted in the registry only.
+    that passes the gate is promoted in the registry only. ``serving_url`` is the loopml
+    server hosting the endpoint, when the stages run elsewhere (its live statistics are read
+    over HTTP).
     """
 
     model_name: str
@@ -38,6 +40,7 @@ class CTConfig:
     gate: tuple[str, ...] | None = None
     experiment: str = "continuous-training"
     endpoint: str | None = None
+    serving_url: str | None = None
     canary_percent: float = 50.0
     canary_min_requests: int = 100
     max_quality_drop: float = 0.05
@@ -48,6 +51,29 @@ class CTConfig:
     feature_views: tuple[Any, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (a pipeline parameter); the feature service and views are not in it."""
+        skip = {"feature_service", "feature_views"}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+        return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
+                for k, v in out.items()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CTConfig:
+        """A config from its JSON form; unknown keys are refused by name."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InvalidInput(
+                f"continuous-training config has no field {unknown[0]!r}; fields: "
+                f"{', '.join(cls.__dataclass_fields__)}",
+                details={"field": unknown[0]},
+            )
+        tuples = ("features", "exclude", "gate", "feature_views")
+        values: dict[str, Any] = {
+            k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()
+        }
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_fraction < 1.0:
