@@ -19,7 +19,7 @@ MaterializeResult(view='stats', start_us=..., end_us=..., rows=100000, written=1
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,20 +27,18 @@ import duckdb
 import pyarrow as pa
 
 from loopml.errors import InvalidInput
+from loopml.features import bulk
 from loopml.features.definitions import FeatureService, FeatureView, OnDemandFeatureView, View
 from loopml.features.offline import _as_arrow, _Plan, _plan, _requested, _with_service_views
 from loopml.features.online import (
     MISSING,
     PRESENT,
     OnlineRead,
-    OnlineRow,
     OnlineStore,
     to_utc_micros,
 )
 
-_BATCH = 10_000
-_TS = "__loopml_ts"
-_CTS = "__loopml_cts"
+_BATCH = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,65 +52,44 @@ class MaterializeResult:
     written: int
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _micros(column: str) -> str:
-    # Same normalisation as the offline join (via TIMESTAMPTZ, naive = UTC), as epoch microseconds.
-    return f"epoch_us(CAST(CAST({_q(column)} AS TIMESTAMPTZ) AS TIMESTAMP))"
-
-
-def _latest_sql(view: FeatureView, relation: str, where: str) -> str:
-    """Per entity, the latest row (event time, then created time) among those matching ``where``."""
-    keys = ", ".join(_q(k) for k in view.join_keys)
-    feats = ", ".join(_q(f) for f in view.feature_names)
-    created = _micros(view.created_timestamp_field) if view.created_timestamp_field else "NULL"
-    event = _micros(view.timestamp_field)
-    inner = f"SELECT {keys}, {feats}, {event} AS {_TS}, {created} AS {_CTS} FROM {relation}"
-    order = f"{_TS} DESC, {_CTS} DESC NULLS LAST"
-    return (
-        f"SELECT * FROM ({inner}) WHERE {where} "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-    )
-
-
-def _online_rows(view: FeatureView, reader: pa.RecordBatchReader) -> Iterator[list[OnlineRow]]:
-    for batch in reader:
-        cols = batch.to_pydict()
-        keys = list(zip(*(cols[k] for k in view.join_keys), strict=True))
-        rows = [
-            OnlineRow(
-                key,
-                {name: cols[name][i] for name in view.feature_names},
-                cols[_TS][i],
-                cols[_CTS][i],
-            )
-            for i, key in enumerate(keys)
-        ]
-        if rows:
-            yield rows
-
-
 def _write_latest(
     view: FeatureView,
     store: OnlineStore,
     relation: Callable[[duckdb.DuckDBPyConnection], duckdb.DuckDBPyRelation],
-    where: str,
+    bounds: list[bulk.Bound],
 ) -> tuple[int, int]:
-    """Stream the latest rows (per entity) of ``relation`` matching ``where`` into ``store``."""
+    """Write the latest row (per entity) of ``relation`` matching ``where`` into ``store``.
+
+    DuckDB picks and encodes the rows (:mod:`loopml.features.bulk`); each batch is one bulk,
+    newer-wins write. Returns (rows read, rows stored).
+    """
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         relation(con).create_view("__loopml_src", replace=True)
-        reader = con.sql(_latest_sql(view, "__loopml_src", where)).to_arrow_reader(_BATCH)
+        types = bulk.source_types(con, "__loopml_src")
+        check_columns(view, types)
+        reader = con.sql(bulk.latest_sql(view, "__loopml_src", types, bounds)).to_arrow_reader(_BATCH)
         rows = written = 0
-        for chunk in _online_rows(view, reader):
-            rows += len(chunk)
-            written += store.write_batch(view, chunk)
+        for items in bulk.encoded_items(view, reader):
+            rows += len(items)
+            written += store.write_encoded(view.name, items)
         return rows, written
     finally:
         con.close()
+
+
+def check_columns(view: FeatureView, types: dict[str, str]) -> None:
+    """InvalidInput naming the first column the view needs that the rows lack."""
+    needed = [*view.join_keys, view.timestamp_field, *view.feature_names]
+    needed += [view.created_timestamp_field] if view.created_timestamp_field else []
+    for column in needed:
+        if column not in types:
+            raise InvalidInput(
+                f"the rows of feature view {view.name!r} have no column {column!r} (columns: "
+                f"{', '.join(types)}); fix the definition or the rows",
+                details={"field": column, "feature_view": view.name},
+            )
 
 
 def _watermark_name(view: FeatureView) -> str:
@@ -126,8 +103,8 @@ def materialize(view: FeatureView, store: OnlineStore, start: Any, end: Any) -> 
     """
     start_us = None if start is None else to_utc_micros(start)
     end_us = to_utc_micros(end)
-    where = f"{_TS} <= {end_us}" + ("" if start_us is None else f" AND {_TS} >= {start_us}")
-    rows, written = _write_latest(view, store, view.source.relation, where)
+    bounds = [("<=", end_us)] + ([] if start_us is None else [(">=", start_us)])
+    rows, written = _write_latest(view, store, view.source.relation, bounds)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 
@@ -142,14 +119,14 @@ def materialize_incremental(view: FeatureView, store: OnlineStore, end: Any) -> 
     end_us = to_utc_micros(end)
     last = store.get_meta(_watermark_name(view))
     if last is not None:
-        where = f"{_TS} > {int(last)} AND {_TS} <= {end_us}"
+        bounds: list[bulk.Bound] = [(">", int(last)), ("<=", end_us)]
         start_us: int | None = int(last) + 1
     elif view.ttl is not None:
         start_us = end_us - int(view.ttl.total_seconds() * 1_000_000)
-        where = f"{_TS} >= {start_us} AND {_TS} <= {end_us}"
+        bounds = [(">=", start_us), ("<=", end_us)]
     else:
-        start_us, where = None, f"{_TS} <= {end_us}"
-    rows, written = _write_latest(view, store, view.source.relation, where)
+        start_us, bounds = None, [("<=", end_us)]
+    rows, written = _write_latest(view, store, view.source.relation, bounds)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 
@@ -180,7 +157,7 @@ def push(view: FeatureView, rows: Any, store: OnlineStore) -> int:
             )
     if view.created_timestamp_field and view.created_timestamp_field not in table.column_names:
         view = replace(view, created_timestamp_field=None)
-    _, written = _write_latest(view, store, lambda con: con.from_arrow(table), "TRUE")
+    _, written = _write_latest(view, store, lambda con: con.from_arrow(table), [])
     return written
 
 

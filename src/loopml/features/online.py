@@ -187,6 +187,11 @@ class OnlineStore(ABC):
             items.append((encode_key(row.key), int(row.event_ts), created, payload))
         return self._write(view.name, items) if items else 0
 
+    def write_encoded(self, view_name: str, items: list[tuple[str, int, int, str]]) -> int:
+        """Bulk newer-wins write of already encoded ``(key_text, event_ts, created_ts, payload)``
+        items (see :mod:`loopml.features.bulk`); returns how many were stored."""
+        return self._write(view_name, items) if items else 0
+
     def read(
         self,
         view: FeatureView,

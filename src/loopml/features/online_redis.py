@@ -13,18 +13,24 @@ import redis
 from loopml.errors import Unavailable
 from loopml.features.online import OnlineStore
 
-# KEYS[1] = the hash; ARGV = event_ts, created_ts, payload. Returns 1 when stored, 0 when the
-# stored event is newer. Timestamps are microseconds < 2**53, so Lua's doubles compare them exactly.
+# KEYS = the hashes; ARGV = (event_ts, created_ts, payload) per key. Stores each unless the stored
+# event is newer and returns how many it stored. Timestamps are microseconds < 2**53, so Lua's
+# doubles compare them exactly. One call per chunk of keys keeps a bulk write to few round trips.
 _NEWER_WINS = """
-local cur = redis.call('HMGET', KEYS[1], 'ts', 'cts')
-if cur[1] then
+local stored = 0
+for i = 1, #KEYS do
+  local j = (i - 1) * 3
+  local nts, ncts = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local cur = redis.call('HMGET', KEYS[i], 'ts', 'cts')
   local ts, cts = tonumber(cur[1]), tonumber(cur[2])
-  local nts, ncts = tonumber(ARGV[1]), tonumber(ARGV[2])
-  if nts < ts or (nts == ts and ncts < cts) then return 0 end
+  if not ts or nts > ts or (nts == ts and ncts >= cts) then
+    redis.call('HSET', KEYS[i], 'ts', ARGV[j + 1], 'cts', ARGV[j + 2], 'v', ARGV[j + 3])
+    stored = stored + 1
+  end
 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'cts', ARGV[2], 'v', ARGV[3])
-return 1
+return stored
 """
+_CHUNK = 1000  # keys per script call
 
 _PREFIX = "loopml:fv:"
 _META = "loopml:features:meta"
@@ -50,10 +56,15 @@ class RedisOnlineStore(OnlineStore):
     def _write(self, view_name: str, items: list[tuple[str, int, int, str]]) -> int:
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, event_ts, created_ts, payload in items:
-                self._script(
-                    keys=[self._key(view_name, key)], args=[event_ts, created_ts, payload], client=pipe
-                )
+            for start in range(0, len(items), _CHUNK):
+                chunk = items[start : start + _CHUNK]
+                keys = [self._key(view_name, key) for key, _, _, _ in chunk]
+                args = [
+                    value
+                    for _, event_ts, created_ts, payload in chunk
+                    for value in (event_ts, created_ts, payload)
+                ]
+                self._script(keys=keys, args=args, client=pipe)
             return sum(int(x) for x in pipe.execute())
         except redis.ConnectionError as exc:
             raise self._unavailable(exc) from exc

@@ -62,7 +62,7 @@ class SqliteOnlineStore(OnlineStore):
             before = self._con.total_changes
             self._con.execute("BEGIN IMMEDIATE")
             try:
-                self._con.executemany(_UPSERT, [(view_name, *item) for item in items])
+                self._con.executemany(_UPSERT, [(view_name, k, t, c, p) for k, t, c, p in items])
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
