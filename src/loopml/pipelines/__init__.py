@@ -107,12 +107,16 @@ def register(
     name: str | None = None,
     schedule: str | None = None,
     on_dataset: str | None = None,
-    on_alert: bool = False,
+    on_alert: bool = True,
     params: dict[str, Any] | None = None,
     settings: Settings | None = None,
 ) -> Definition:
     """Register a pipeline by name with its triggers: a cron ``schedule``, new versions of
-    dataset ``on_dataset``, and monitoring alerts naming it (``on_alert``)."""
+    dataset ``on_dataset``, and monitoring alerts naming it (``on_alert``, on by default: a
+    monitor created with ``pipeline=NAME`` asks for it). Registering again updates it.
+
+    >>> register("flows/churn.py:training", schedule="0 3 * * *", on_dataset="churn")  # doctest: +SKIP
+    """
     from loopml.pipelines.triggers import register_definition
 
     return register_definition(

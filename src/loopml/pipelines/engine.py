@@ -182,6 +182,17 @@ def run_pipeline(
     return result
 
 
+def _is_plain(value: Any) -> bool:
+    """JSON made of plain Python values (passed inline; anything else is stored as a value)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
 @dataclass
 class _Unit:
     """One executable step: a plain node, or one item of a map node."""
@@ -285,12 +296,10 @@ class _Runner:
         return out
 
     def _literal(self, node: Node, name: str, value: Any) -> tuple[str, Any]:
-        try:
-            json_bytes(value)
+        if _is_plain(value):
             return ("value", value)
-        except TypeError:
-            what = f"argument {name!r} of step {node.name!r} (called at {node.site})"
-            return ("ref", store_value(self.store.blobs, value, what=what))
+        what = f"argument {name!r} of step {node.name!r} (called at {node.site})"
+        return ("ref", store_value(self.store.blobs, value, what=what))
 
     def _ref(self, handle: Output) -> Ref:
         refs = self.outputs[handle.node]

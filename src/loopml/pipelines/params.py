@@ -9,6 +9,7 @@ pipeline's definition line.
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 import orjson
@@ -44,7 +45,7 @@ def _coerce(pipe: Pipeline, p: Param, value: Any) -> Any:
     ann = p.annotation
     if ann is inspect.Parameter.empty or ann is Any:
         return value
-    if getattr(ann, "__name__", "") == "DatasetVersion":
+    if is_dataset_annotation(ann) and value is not None:
         return _dataset(pipe, p, value)
     from pydantic import TypeAdapter, ValidationError
     from pydantic.errors import PydanticSchemaGenerationError
@@ -66,6 +67,13 @@ def _coerce(pipe: Pipeline, p: Param, value: Any) -> Any:
         raise _wrong(pipe, p, value, exc.errors()[0]["msg"]) from None
 
 
+def is_dataset_annotation(ann: Any) -> bool:
+    """Whether ``ann`` is ``DatasetVersion`` (or a union with it, e.g. ``DatasetVersion | None``)."""
+    if getattr(ann, "__name__", "") == "DatasetVersion":
+        return True
+    return any(getattr(a, "__name__", "") == "DatasetVersion" for a in typing.get_args(ann))
+
+
 def _wrong(pipe: Pipeline, p: Param, value: Any, why: str) -> InvalidInput:
     return InvalidInput(
         f"pipeline {pipe.name!r} ({where(pipe.fn)}): parameter {p.name!r} got {value!r:.80}: {why}",
@@ -85,13 +93,6 @@ def _dataset(pipe: Pipeline, p: Param, value: Any) -> Any:
 
 def recordable(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters as JSON (a dataset version as its ``name@version``), for the run record."""
-
-    def default(v: Any) -> Any:
-        if type(v).__name__ == "DatasetVersion":
-            return v.ref
-        return str(v)
-
-    loaded: dict[str, Any] = orjson.loads(
-        orjson.dumps(params, default=default, option=orjson.OPT_SERIALIZE_NUMPY)
-    )
+    plain = {k: v.ref if type(v).__name__ == "DatasetVersion" else v for k, v in params.items()}
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(plain, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
     return loaded

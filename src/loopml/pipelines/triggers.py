@@ -32,6 +32,7 @@ from loopml.errors import Conflict, InvalidInput, LoopmlError, NotFound
 from loopml.pipelines.dsl import Pipeline
 from loopml.pipelines.engine import context, run_pipeline
 from loopml.pipelines.loader import load_target
+from loopml.pipelines.params import is_dataset_annotation
 from loopml.pipelines.records import Definition, TriggerRecord, new_id
 from loopml.pipelines.store import PipelineStore, owner_id
 
@@ -133,7 +134,7 @@ def _dataset_params(definition: Definition, ref: str) -> dict[str, Any]:
     except LoopmlError:
         return {}
     for p in pipe.params():
-        if getattr(p.annotation, "__name__", "") == "DatasetVersion" or p.name == "dataset":
+        if is_dataset_annotation(p.annotation) or p.name == "dataset":
             return {p.name: ref}
     return {}
 

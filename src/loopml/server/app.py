@@ -26,6 +26,7 @@ from loopml.server import (
     api_v1_governance,
     api_v1_features,
     api_v1_monitoring,
+    api_v1_pipelines,
     api_v1_registry,
     api_v1_serving,
     mlflow_artifacts,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_v1_serving.router)
     _mount_inference(app, settings)
     _mount_monitoring(app, settings)
+    api_v1_pipelines.install(app, settings, app.state.monitoring)
     ui.install(app, settings)
     feature_routes = api_v1_features.install(app, app.state.tracking, settings)
     fast_routes = [*mlflow_compat.routes(), *mlflow_artifacts.routes(), *mlflow_registry.routes()]

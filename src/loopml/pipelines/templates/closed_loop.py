@@ -2,21 +2,23 @@
 
 :class:`ClosedLoop` plays a production story on the synthetic card transactions
 (:func:`~loopml.pipelines.templates.synthetic.card_transactions`) against a live
-``loopml server`` (started by :func:`live_server` on 127.0.0.1):
+``loopml server`` (started by :func:`live_server` on 127.0.0.1), with the continuous-training
+pipeline (:mod:`loopml.pipelines.templates.pipeline`) doing every model change:
 
-1. **v1** is trained by the continuous-training template on the first month, gated,
-   registered and deployed on endpoint ``fraud`` (its first version: promoted directly).
+1. **v1** is trained by the pipeline on the first month, gated, registered and deployed on
+   endpoint ``fraud`` (its first version there: promoted directly).
 2. **Live traffic** before the shift goes through the server's ``/invocations``; labels
    arrive late (``POST /api/v1/labels``); the monitor (drift against v1's training table,
    accuracy on the labelled answers) runs and stays quiet.
 3. **The world shifts**: the same monitor over the next window sees the inputs drift and the
-   accuracy drop, opens alerts, and leaves a retraining **trigger**.
-4. The trigger is claimed and starts the template on the recent labelled rows: **v2** is
-   gated against v1, sent ``canary_percent`` of the traffic while callers report whether each
+   accuracy drop, opens alerts, and leaves a trigger naming the retraining pipeline, which
+   is registered (``on_alert``) to train on the recent labelled rows.
+4. The **pipeline scheduler** claims the trigger and runs the pipeline: **v2** is gated
+   against v1, given ``canary_percent`` of the traffic while callers report whether each
    answer was right (``POST /api/v1/endpoints/fraud/feedback``), and promoted when the
-   serving process's rollback judge found it no worse.
-5. A **deliberately bad candidate** (trained on shuffled labels, by replacing the template's
-   ``train`` stage) is refused by the gate, with the reason.
+   serving process's rollback judge found it no worse than v1.
+5. A **deliberately bad candidate** (the pipeline with its ``train`` step replaced by one
+   that shuffles the labels) is refused by the gate, with the reason.
 
 Every step is reported to ``on_event(kind, message, data)``; the returned :class:`LoopResult`
 lists the transitions (the integration test asserts them, ``loopml demo`` narrates them).
@@ -43,10 +45,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopml.config import Settings
+from loopml.data.records import DatasetVersion
 from loopml.errors import LoopmlError, NotFound
-from loopml.pipelines.templates import synthetic
-from loopml.pipelines.templates.continuous import ContinuousTraining, continuous_training
-from loopml.pipelines.templates.records import CTConfig, CTResult
+from loopml.pipelines.dsl import step
+from loopml.pipelines.records import StepRecord
+from loopml.pipelines.templates import stages, synthetic
+from loopml.pipelines.templates.records import CTConfig
 
 if TYPE_CHECKING:
     import httpx
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from loopml.client.http_serving import HttpEndpointService
     from loopml.monitoring.monitors import MonitorRun
 
+Json = dict[str, Any]
 EventHook = Callable[[str, str, dict[str, Any]], None]
 ProgressHook = Callable[[str, int, int], None]
 START_TIMEOUT_S = 90.0
@@ -98,7 +103,7 @@ class LoopResult:
     """The story's transitions and the versions it produced."""
 
     transitions: list[Transition] = field(default_factory=list)
-    runs: dict[str, CTResult] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     monitor_runs: dict[str, MonitorRun] = field(default_factory=dict)
     trigger_id: str | None = None
     seconds: float = 0.0
@@ -242,6 +247,9 @@ def _raise_for(answer: httpx.Response) -> None:
 
 
 # ---- the story ------------------------------------------------------------------------------
+PIPELINE_TARGET = "loopml.pipelines.templates.pipeline:continuous_training_pipeline"
+
+
 class ClosedLoop:
     """The story of the module docstring against the server at ``url``."""
 
@@ -251,11 +259,13 @@ class ClosedLoop:
         config: LoopConfig | None = None,
         on_event: EventHook | None = None,
         on_progress: ProgressHook | None = None,
+        settings: Settings | None = None,
     ) -> None:
         from loopml.client.http_monitoring import HttpMonitorService
         from loopml.client.http_serving import HttpEndpointService
 
         self.url, self.config = url, config or LoopConfig()
+        self.settings = settings or Settings.load()
         self.on_event, self.on_progress = on_event, on_progress
         self.endpoints: HttpEndpointService = HttpEndpointService(url, user="loopml-demo", retries=2)
         self.monitoring: HttpMonitorService = HttpMonitorService(url, user="loopml-demo", retries=2)
@@ -275,12 +285,11 @@ class ClosedLoop:
         """Play every act; returns what happened."""
         started = time.monotonic()
         self.reset()
-        v1 = self.first_model()
-        self.create_monitor(v1)
+        reference = self.first_model()
+        self.create_monitor(reference)
         self.watch("before the shift", synthetic.between(self.data, 30, 40))
-        drifted = self.watch("after the shift", synthetic.between(self.data, 40, 50))
-        trigger = self.claim_trigger(drifted)
-        self.retrain(trigger)
+        self.watch("after the shift", synthetic.between(self.data, 40, 50), retrain_on=True)
+        self.retrain_on_trigger()
         self.bad_candidate()
         self.result.seconds = time.monotonic() - started
         return self.result
@@ -293,27 +302,34 @@ class ClosedLoop:
         with suppress(NotFound):
             self.monitoring.delete_monitor(self.config.monitor)
 
-    def first_model(self) -> CTResult:
-        """v1 on the first month: trained, gated, registered, deployed on a fresh endpoint."""
-        result = self._template().run(synthetic.between(self.data, 0, 30), endpoints=self.endpoints)
-        self.result.runs["v1"] = result
-        self._emit(
-            "production",
-            f"{self.config.model_name} v{result.version} serves endpoint {self.config.endpoint}",
-            result,
-        )
-        return result
+    def first_model(self) -> str:
+        """v1 on the first month, by the continuous-training pipeline: trained, gated,
+        registered, and deployed on a fresh endpoint. Returns its training table's ref."""
+        import loopml.data
+        from loopml.pipelines.templates.pipeline import continuous_training_pipeline
 
-    def create_monitor(self, v1: CTResult) -> None:
-        """Drift against v1's training table and accuracy on labelled answers; alerts trigger
-        the retraining pipeline."""
+        dv = loopml.data.register(f"{self.config.dataset}-first-month", synthetic.between(self.data, 0, 30))
+        self._emit("data", f"first month of labelled transactions registered as {dv.ref}", {})
+        run = continuous_training_pipeline.run(
+            {"data": dv.ref, "config": self.ct_config().to_dict()},
+            settings=self.settings,
+            progress=self._step_done,
+        )
+        verdict = self._finished("v1", run.run_id, run.value)
+        if verdict["status"] != "promoted":
+            raise LoopmlError(f"v1 was not shipped: {verdict.get('reason')}")
+        train_table: DatasetVersion = run.output("ct_features")[0]
+        return train_table.ref
+
+    def create_monitor(self, reference: str) -> None:
+        """Drift against v1's training table and accuracy on labelled answers; an alert leaves
+        a trigger for the retraining pipeline."""
         from loopml.monitoring.monitors import Monitor, Rule
 
-        assert v1.data is not None
         monitor = Monitor(
             self.config.monitor,
             endpoint=self.config.endpoint,
-            reference=v1.data.train.ref,
+            reference=reference,
             features=list(synthetic.FEATURES),
             rules=[Rule.parse(r) for r in self.config.rules],
             pipeline=self.config.pipeline,
@@ -322,77 +338,96 @@ class ClosedLoop:
         )
         self.monitoring.create_monitor(monitor)
         rules = ", ".join(self.config.rules)
-        self._emit("monitor", f"monitor {monitor.name}: {rules} vs {monitor.reference}", {})
+        self._emit("monitor", f"monitor {monitor.name}: {rules} against {reference}", {})
 
-    def watch(self, phase: str, pool: pd.DataFrame) -> MonitorRun:
-        """Live traffic of ``phase``, its labels arriving late, then one monitor run over it."""
+    def watch(self, phase: str, pool: pd.DataFrame, retrain_on: bool = False) -> MonitorRun:
+        """Live traffic of ``phase``, its labels arriving late, then one monitor run over it.
+        With ``retrain_on`` the recent labelled rows are registered and the retraining
+        pipeline is registered to run on them when an alert fires."""
         rows = pool.sample(min(self.config.traffic_rows, len(pool)), random_state=self.config.seed)
         rows = rows.sort_values(synthetic.TIMESTAMP)
         start = int(time.time() * 1000)
-        answers = self.traffic.send(
-            rows, self.config.batch_rows, self._progress(f"traffic {phase}", len(rows))
-        )
+        tick = self._progress(f"traffic {phase}", len(rows))
+        answers = self.traffic.send(rows, self.config.batch_rows, tick)
         self._emit("traffic", f"{len(rows)} transactions scored {phase}", {"requests": len(answers)})
         labelled = self._labels(answers)
         self._emit("labels", f"{labelled} labels arrived late for {len(answers)} requests", {})
+        if retrain_on:
+            self.register_retraining()
         run = self._run_monitor(start)
         self.result.monitor_runs[phase] = run
         self._report_run(phase, run)
         return run
 
-    def claim_trigger(self, run: MonitorRun) -> str:
-        """The retraining trigger the alert left: claimed once, by this story."""
-        pending = [
-            t for t in self.monitoring.list_triggers() if t.trigger_id in run.result.get("triggers", [])
-        ]
-        if not pending:
-            raise LoopmlError(
-                f"monitor {self.config.monitor} left no trigger; rules: {run.result.get('rules')}"
-            )
-        trigger = self.monitoring.claim_trigger(pending[0].trigger_id, by="loopml-demo")
-        self.result.trigger_id = trigger.trigger_id
-        self._emit(
-            "trigger", f"trigger {trigger.trigger_id[:8]} claimed: run pipeline {trigger.pipeline}", {}
-        )
-        return trigger.trigger_id
+    def register_retraining(self) -> None:
+        """The recent labelled rows land in the warehouse; the retraining pipeline is registered
+        to run on them when the monitor's alert names it."""
+        import loopml.data
+        import loopml.pipelines
 
-    def retrain(self, trigger_id: str) -> CTResult:
-        """The template on the recent labelled rows; v2 canaried while live traffic flows."""
-        recent = synthetic.between(self.data, 40, 55)
-        stop = threading.Event()
-        errors: list[BaseException] = []
+        dv = loopml.data.register(f"{self.config.dataset}-recent", synthetic.between(self.data, 40, 55))
+        loopml.pipelines.register(
+            PIPELINE_TARGET,
+            name=self.config.pipeline,
+            on_alert=True,
+            params={"data": dv.ref, "config": self.ct_config().to_dict()},
+            settings=self.settings,
+        )
+        message = f"pipeline {self.config.pipeline} registered to retrain on {dv.ref} when an alert fires"
+        self._emit("pipeline", message, {})
+
+    def retrain_on_trigger(self) -> None:
+        """The pipeline scheduler claims the alert's trigger and runs the retraining pipeline,
+        while callers keep using the endpoint and report whether each answer was right."""
+        import loopml.monitoring
+        from loopml.monitoring.local import LocalMonitorService
+        from loopml.pipelines.triggers import PipelineScheduler
+
+        monitor = loopml.monitoring.service(self.settings)
+        assert isinstance(monitor, LocalMonitorService)
+        scheduler = PipelineScheduler(self.settings, monitor=monitor)
+        stop, errors = threading.Event(), list[BaseException]()
         caller = threading.Thread(target=self._canary_traffic, args=(stop, errors), daemon=True)
-        template = self._template()
-        template.hooks.append(lambda stage, _msg: caller.start() if stage == "deploy" else None)
+        caller.start()
         try:
-            result = template.run(recent, endpoints=self.endpoints)
+            fired = [r for r in scheduler.tick(wait=True) if r.pipeline == self.config.pipeline]
         finally:
             stop.set()
-            if caller.is_alive():
-                caller.join(timeout=30)
+            caller.join(timeout=60)
+            scheduler.stop()
         if errors:
             raise LoopmlError(f"canary traffic failed: {errors[0]}") from errors[0]
-        self.result.runs["v2"] = result
-        self._emit(result.status, _verdict(result, "v2"), result)
-        if result.status == "promoted" and result.data is not None:
-            monitor = self.monitoring.get_monitor(self.config.monitor)
-            self.monitoring.update_monitor(replace(monitor, reference=result.data.train.ref))
-            self._emit("monitor", f"monitor {monitor.name} now compares against {result.data.train.ref}", {})
-        return result
+        if not fired or fired[0].run_id is None:
+            why = fired[0].message if fired else "no pending trigger for it"
+            raise LoopmlError(f"pipeline {self.config.pipeline} was not started: {why}")
+        self.result.trigger_id = fired[0].trigger_id
+        self._emit("trigger", f"the scheduler fired {self.config.pipeline}: {fired[0].detail}", {})
+        verdict = self._finished("v2", fired[0].run_id, None)
+        if verdict["status"] == "promoted":
+            monitor_def = self.monitoring.get_monitor(self.config.monitor)
+            reference = self._model_table(fired[0].run_id)
+            self.monitoring.update_monitor(replace(monitor_def, reference=reference))
+            self._emit("monitor", f"monitor {monitor_def.name} now compares against {reference}", {})
 
-    def bad_candidate(self) -> CTResult:
-        """A candidate trained on shuffled labels (the template's ``train`` stage replaced)."""
-        recent = synthetic.between(self.data, 40, 55)
-        template = self._template(train=_shuffled_labels_train)
-        result = template.run(recent, endpoints=self.endpoints)
-        self.result.runs["bad"] = result
-        self._emit(result.status, _verdict(result, "bad candidate"), result)
-        return result
+    def bad_candidate(self) -> None:
+        """A candidate whose training labels were shuffled (the pipeline's train step replaced)."""
+        import loopml.data
+        from loopml.pipelines.templates.pipeline import build_pipeline
+
+        dv = loopml.data.get(f"{self.config.dataset}-recent")
+        pipe = build_pipeline(f"{self.config.pipeline}-shuffled-labels", train=train_on_shuffled_labels)
+        run = pipe.run(
+            {"data": dv.ref, "config": self.ct_config().to_dict()},
+            settings=self.settings,
+            progress=self._step_done,
+        )
+        self._finished("bad candidate", run.run_id, run.value)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _template(self, **stages: Any) -> ContinuousTraining:
+    def ct_config(self) -> CTConfig:
+        """The continuous-training config of the story (serving through this server)."""
         c = self.config
-        config = CTConfig(
+        return CTConfig(
             model_name=c.model_name,
             dataset=c.dataset,
             target=synthetic.TARGET,
@@ -400,6 +435,7 @@ class ClosedLoop:
             time_column=synthetic.TIMESTAMP,
             gate=c.gate,
             endpoint=c.endpoint,
+            serving_url=self.url,
             canary_percent=c.canary_percent,
             canary_min_requests=c.canary_min_requests,
             canary_timeout_s=c.canary_timeout_s,
@@ -407,8 +443,48 @@ class ClosedLoop:
             seed=c.seed,
             experiment="demo-continuous-training",
         )
-        hook = lambda stage, message: self._emit(f"stage:{stage}", message, {})  # noqa: E731
-        return continuous_training(config, hooks=[hook], **stages)
+
+    def _finished(self, who: str, run_id: str, verdict: Json | None) -> Json:
+        """Report a pipeline run's verdict (read from its decide step when not given)."""
+        import loopml.registry
+
+        verdict = verdict if verdict is not None else self._decided(run_id)
+        self.result.verdicts[who] = verdict
+        version = verdict.get("version")
+        gate = loopml.registry.service().check_gate(self.config.model_name, version) if version else None
+        data = {"run_id": run_id, "verdict": verdict, "gate": gate, "who": who}
+        reason = verdict.get("reason") or ""
+        message = f"{who} ({self.config.model_name} v{version}): {verdict['status']}" + (
+            f": {reason}" if reason else ""
+        )
+        self._emit(verdict["status"], message, data)
+        return verdict
+
+    def _decided(self, run_id: str) -> Json:
+        from loopml.pipelines.engine import context
+        from loopml.pipelines.values import load_value
+
+        store, _ = context(self.settings)
+        record = store.get_run(run_id)
+        step = next((s for s in record.steps if s.step == "ct_decide"), None)
+        if record.status != "SUCCEEDED" or step is None or not step.outputs:
+            raise LoopmlError(f"pipeline run {run_id} ended {record.status}: {record.error}")
+        value: Json = load_value(store.blobs, step.outputs[0])
+        return value
+
+    def _model_table(self, run_id: str) -> str:
+        from loopml.pipelines.engine import context
+        from loopml.pipelines.values import load_value
+
+        store, _ = context(self.settings)
+        step = next(s for s in store.get_run(run_id).steps if s.step == "ct_features")
+        table: DatasetVersion = load_value(store.blobs, (step.outputs or [])[0])
+        return table.ref
+
+    def _step_done(self, step: StepRecord) -> None:
+        cached = " (cached)" if step.cached else ""
+        seconds = f" {step.duration_s:.1f} s" if step.duration_s is not None else ""
+        self._emit(f"step:{step.step}", f"{step.step} {step.status.lower()}{cached}{seconds}", {})
 
     def _labels(self, answers: list[Answer]) -> int:
         keep = self._rng.random(len(answers)) < self.config.label_share
@@ -438,20 +514,25 @@ class ClosedLoop:
         self._emit("monitor_run", f"monitor over {phase}: {summary}", {"values": values, "phase": phase})
         for rule in firing:
             self._emit("alert", f"ALERT {rule['rule']}: {rule['message']}", rule)
+        if run.result.get("triggers"):
+            self._emit("trigger_pending", f"trigger left for pipeline {self.config.pipeline}", {})
 
     def _canary_traffic(self, stop: threading.Event, errors: list[BaseException]) -> None:
-        """Callers during the canary: one transaction per request, each answer judged at once."""
+        """Callers while the pipeline runs: one transaction per request, each answer judged at
+        once; light traffic until the canary is live, then as fast as the callers go."""
         try:
             self._call_canary(stop)
-        except Exception as exc:  # reported by retrain(): a thread cannot raise to its caller
+        except Exception as exc:  # reported by retrain_on_trigger(): a thread cannot raise to it
             errors.append(exc)
 
     def _call_canary(self, stop: threading.Event) -> None:
         pool = synthetic.between(self.data, 55, 60)
-        sent, total = 0, min(len(pool), 2000)
-        tick = self._progress("canary traffic", total)
+        sent, total = 0, len(pool)
+        tick = self._progress("live traffic during retraining", total)
         while not stop.is_set() and sent < total:
-            batch = [pool.iloc[i : i + 1] for i in range(sent, min(sent + self.config.workers * 5, total))]
+            canary = len(self.endpoints.get_endpoint(self.config.endpoint).policy.live) > 1
+            size = self.config.workers * (5 if canary else 1)
+            batch = [pool.iloc[i : i + 1] for i in range(sent, min(sent + size, total))]
             with ThreadPoolExecutor(self.config.workers) as callers:
                 answers = list(callers.map(self.traffic.score, batch))
                 list(callers.map(self.traffic.feedback, answers))
@@ -460,6 +541,8 @@ class ClosedLoop:
             )
             sent += len(batch)
             tick(len(batch))
+            if not canary:
+                stop.wait(0.25)
 
     def _progress(self, what: str, total: int) -> Callable[[int], None]:
         done = [0]
@@ -471,25 +554,20 @@ class ClosedLoop:
 
         return tick
 
-    def _emit(self, kind: str, message: str, data: Any) -> None:
-        payload = data if isinstance(data, dict) else {"result": data}
-        if not kind.startswith("stage:"):
-            self.result.transitions.append(Transition(kind, message, payload))
+    def _emit(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        if not kind.startswith("step:"):
+            self.result.transitions.append(Transition(kind, message, data))
         if self.on_event is not None:
-            self.on_event(kind, message, payload)
+            self.on_event(kind, message, data)
 
 
-def _verdict(result: CTResult, who: str) -> str:
-    version = f"v{result.version}" if result.version is not None else "no version"
-    return f"{who} ({version}): {result.status}: {result.reason}"
+@step
+def train_on_shuffled_labels(train: DatasetVersion, config: dict[str, Any]) -> Any:
+    """A broken training step: the labels are shuffled, so the model learns nothing."""
+    import loopml.data
 
-
-def _shuffled_labels_train(frame: pd.DataFrame, config: CTConfig) -> Any:
-    """A broken training stage: the labels are shuffled, so the model learns nothing."""
-    from loopml.pipelines.templates import stages
-
-    shuffled = frame.copy()
-    shuffled[config.target] = np.random.default_rng(config.seed).permutation(
-        shuffled[config.target].to_numpy()
-    )
-    return stages.train(shuffled, config)
+    cfg = CTConfig.from_dict(config)
+    frame = loopml.data.load(train.name, train.version)
+    labels = frame[cfg.target].to_numpy()
+    frame[cfg.target] = np.random.default_rng(cfg.seed).permutation(labels)
+    return stages.train(frame, cfg)
