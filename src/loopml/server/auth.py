@@ -203,6 +203,46 @@ POST   /api/v1/triggers/{trigger_id}/claim                          editor
 
 GET    /api/3.0/mlflow/server-info                                  viewer
 GET    /ajax-api/3.0/mlflow/server-info                             viewer
+
+GET    /api/v1/features                                             viewer
+GET    /api/v1/features/{kind}/{name}                               viewer
+POST   /api/v1/features/online                                      viewer
+POST   /api/v1/features/push                                        editor
+POST   /api/v1/features/materialize                                 editor
+
+GET    /api/v1/pipelines                                            viewer
+GET    /api/v1/pipelines/runs                                       viewer
+GET    /api/v1/pipelines/runs/{run_id}                              viewer
+GET    /api/v1/pipelines/runs/{run_id}/logs                         viewer
+GET    /api/v1/pipelines/triggers                                   viewer
+
+GET    /                                                            public
+GET    /ui/static/{name}                                            public
+GET    /ui/                                                         viewer
+GET    /ui/audit                                                    admin
+GET    /ui/compare                                                  viewer
+GET    /ui/datasets                                                 viewer
+GET    /ui/datasets/{name}                                          viewer
+GET    /ui/datasets/{name}/diff                                     viewer
+GET    /ui/endpoints                                                viewer
+GET    /ui/endpoints/{name}                                         viewer
+GET    /ui/endpoints/{name}/stats.json                              viewer
+POST   /ui/endpoints/{name}/rollback                                editor
+POST   /ui/endpoints/{name}/rollout                                 editor
+POST   /ui/endpoints/{name}/split                                   editor
+GET    /ui/experiments/{experiment_id}                              viewer  experiment@experiment_id
+GET    /ui/features                                                 viewer
+GET    /ui/models                                                   viewer
+GET    /ui/models/{name}                                            viewer  model@name
+GET    /ui/models/{name}/versions/{version}                         viewer  model@name
+POST   /ui/requests/{request_id}/approve                            approver request@request_id
+POST   /ui/requests/{request_id}/reject                             approver request@request_id
+GET    /ui/monitoring                                               viewer
+GET    /ui/monitoring/{name}                                        viewer
+GET    /ui/pipelines                                                viewer
+GET    /ui/runs/{run_id}                                            viewer  run@run_id
+GET    /ui/runs/{run_id}/artifacts/{path:path}                      viewer  run@run_id
+GET    /ui/runs/{run_id}/raw/{path:path}                            viewer  run@run_id
 """
 
 # The MLflow REST API, under both /api/2.0/mlflow and /ajax-api/2.0/mlflow.
@@ -551,7 +591,11 @@ class AuthMiddleware:
         await run_in_threadpool(audit.record, self.gk.identity.db, ctx, outcome)
         response = JSONResponse(exc.to_dict(), status_code=exc.status_code)
         if isinstance(exc, Unauthenticated):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="loopml"'
+            # A browser asks for a user name and password (a token works) on a Basic challenge.
+            browser = scope["path"] == "/" or scope["path"].startswith("/ui/")
+            response.headers["WWW-Authenticate"] = (
+                'Basic realm="loopml"' if browser else 'Bearer realm="loopml"'
+            )
         await response(scope, receive, send)
 
 
