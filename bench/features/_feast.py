@@ -99,14 +99,15 @@ def _lookups(store: FeatureStore, ids: int) -> dict[str, object]:
     figures: dict[str, object] = {}
     for size, count, warmup in ((1, 2000, 200), (100, 300, 30)):
         batches = lookup_batches(ids, size, count + warmup)
-        samples = []
+        samples, cpu = [], 0.0
         for i, batch in enumerate(batches):
             rows = [{"entity_id": k} for k in batch]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             store.get_online_features(features=REFS, entity_rows=rows).to_dict()
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
-        figures[str(size)] = percentiles_ms(samples)
+                cpu += time.process_time() - c0
+        figures[str(size)] = percentiles_ms(samples, cpu)
     return figures
 
 

@@ -120,14 +120,15 @@ def online(data: Path, home: Path, out: Path) -> None:
 def _lookups(store: OnlineStore, view: FeatureView, ids: int, now: int) -> dict[str, object]:
     figures: dict[str, object] = {}
     for size, count, warmup in ((1, 2000, 200), (100, 300, 30)):
-        samples = []
+        samples, cpu = [], 0.0
         for i, batch in enumerate(lookup_batches(ids, size, count + warmup)):
             rows = [{"entity_id": k} for k in batch]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             get_online_features(rows, REFS, views=[view], store=store, now=now)
             if i >= warmup:
                 samples.append(time.perf_counter() - t0)
-        figures[str(size)] = percentiles_ms(samples)
+                cpu += time.process_time() - c0
+        figures[str(size)] = percentiles_ms(samples, cpu)
     return figures
 
 

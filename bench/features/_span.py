@@ -28,11 +28,15 @@ def span(into: dict[str, float], name: str) -> Iterator[None]:
     into[f"{name}_cpu_s"] = _cpu() - cpu0
 
 
-def percentiles_ms(samples: list[float]) -> dict[str, float]:
-    """p50 and p99 (nearest rank) of durations in seconds, in milliseconds."""
+def percentiles_ms(samples: list[float], cpu_s: float | None = None) -> dict[str, float]:
+    """p50 and p99 (nearest rank) of durations in seconds, in milliseconds; with ``cpu_s`` (the CPU
+    the samples used, all together) also the CPU milliseconds per operation."""
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return {"p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * p99, "n": len(ordered)}
+    found = {"p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * p99, "n": len(ordered)}
+    if cpu_s is not None:
+        found["cpu_ms_per_op"] = 1000 * cpu_s / len(ordered)
+    return found
 
 
 def emit(result: dict[str, object]) -> None:

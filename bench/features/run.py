@@ -260,8 +260,9 @@ def http(data: Path, out: Path, with_feast: bool) -> dict[str, object]:
         print(f"online lookups over HTTP: {server.label}", flush=True)
         log = out / f"http-{server.label}.log"
         try:
-            with _http.running(server.argv, server.env, server.cwd, log, server.base + "/health"):
-                found[server.label] = _http.lookups(server.base + server.path, ids, server.body, server.count)
+            with _http.running(server.argv, server.env, server.cwd, log, server.base + "/health") as pid:
+                url = server.base + server.path
+                found[server.label] = _http.lookups(url, ids, server.body, server.count, pid)
         except _http.Skipped as exc:
             found[server.label] = {"skipped": str(exc)}
             print(f"  {server.label} over HTTP skipped: {exc}", flush=True)
