@@ -57,6 +57,7 @@ def _write_latest(
     store: OnlineStore,
     relation: Callable[[duckdb.DuckDBPyConnection], duckdb.DuckDBPyRelation],
     bounds: list[bulk.Bound],
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Write the latest row (per entity) of ``relation`` matching ``where`` into ``store``.
 
@@ -74,6 +75,8 @@ def _write_latest(
         for items in bulk.encoded_items(view, reader):
             rows += len(items)
             written += store.write_encoded(view.name, items)
+            if on_batch is not None:
+                on_batch(len(items))
         return rows, written
     finally:
         con.close()
@@ -96,20 +99,30 @@ def _watermark_name(view: FeatureView) -> str:
     return f"materialized_until:{view.name}"
 
 
-def materialize(view: FeatureView, store: OnlineStore, start: Any, end: Any) -> MaterializeResult:
+def materialize(
+    view: FeatureView,
+    store: OnlineStore,
+    start: Any,
+    end: Any,
+    on_batch: Callable[[int], None] | None = None,
+) -> MaterializeResult:
     """Write the latest row per entity with event time in ``[start, end]`` (``start=None``: all).
+
+    ``on_batch(rows)`` is called after each batch is stored (for a progress bar).
 
     >>> materialize(stats, store, None, "2024-02-01")  # doctest: +SKIP
     """
     start_us = None if start is None else to_utc_micros(start)
     end_us = to_utc_micros(end)
     bounds = [("<=", end_us)] + ([] if start_us is None else [(">=", start_us)])
-    rows, written = _write_latest(view, store, view.source.relation, bounds)
+    rows, written = _write_latest(view, store, view.source.relation, bounds, on_batch)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 
 
-def materialize_incremental(view: FeatureView, store: OnlineStore, end: Any) -> MaterializeResult:
+def materialize_incremental(
+    view: FeatureView, store: OnlineStore, end: Any, on_batch: Callable[[int], None] | None = None
+) -> MaterializeResult:
     """Write the rows with event time after the previous run's end and up to ``end``.
 
     The first run starts at ``end - ttl`` (older values would be outside the ttl anyway), or at
@@ -126,7 +139,7 @@ def materialize_incremental(view: FeatureView, store: OnlineStore, end: Any) -> 
         bounds = [(">=", start_us), ("<=", end_us)]
     else:
         start_us, bounds = None, [("<=", end_us)]
-    rows, written = _write_latest(view, store, view.source.relation, bounds)
+    rows, written = _write_latest(view, store, view.source.relation, bounds, on_batch)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 

@@ -12,6 +12,10 @@ from typer.testing import CliRunner, Result
 
 from loopml import sdk
 from loopml.cli import app
+from loopml.config import Settings
+from loopml.features.materialize import get_online_features
+from loopml.features.online import open_online_store
+from loopml.features.registry import FeatureRegistry
 
 DEFS = """
 from datetime import timedelta
@@ -100,3 +104,35 @@ def test_show_of_an_unknown_definition_names_the_known_ones(home: Path) -> None:
     cli("features", "apply", str(_defs(home)))
     result = cli("features", "show", "feature_view", "stat")
     assert result.exit_code == 1 and "known: stats" in result.stderr
+
+
+def test_materialize_loads_the_online_store_and_reports_each_view(home: Path) -> None:
+    assert cli("features", "apply", str(_defs(home))).exit_code == 0
+    first = cli("features", "materialize", "--end", "2024-01-01T12:00:00+00:00", "--json")
+    assert first.exit_code == 0, first.output
+    [row] = orjson.loads(first.stdout)
+    assert (row["view"], row["mode"], row["rows"], row["written"]) == ("stats", "range", 1, 1)
+    assert row["end"] == "2024-01-01T12:00:00+00:00" and row["start"] is None
+    more = cli("features", "materialize", "--incremental", "--end", "2024-01-03", "--views", "stats")
+    assert more.exit_code == 0, more.output
+    assert "stats" in more.stdout and "incremental" in more.stdout
+    settings = Settings.load()
+    registry, store = FeatureRegistry.from_settings(settings), open_online_store(None, home=settings.home)
+    try:
+        service = registry.resolve_service("churn")
+        rows = [{"driver_id": 1}, {"driver_id": 2}]
+        online = get_online_features(rows, service=service, store=store, now="2024-01-02T12:00")
+    finally:
+        registry.close()
+        store.close()
+    assert online.values["rate"] == [0.5, 0.7]
+
+
+def test_materialize_refuses_bad_options_naming_them(home: Path) -> None:
+    assert cli("features", "apply", str(_defs(home))).exit_code == 0
+    bad = cli("features", "materialize", "--end", "yesterday-ish")
+    assert bad.exit_code == 2 and "--end" in bad.stderr and "not a timestamp" in bad.stderr
+    both = cli("features", "materialize", "--incremental", "--start", "2024-01-01")
+    assert both.exit_code == 2 and "--start" in both.stderr
+    unknown = cli("features", "materialize", "--views", "nope")
+    assert unknown.exit_code == 1 and "'nope'" in unknown.stderr and "stats" in unknown.stderr
