@@ -390,22 +390,29 @@ class ClosedLoop:
         caller = threading.Thread(target=self._canary_traffic, args=(stop, errors), daemon=True)
         caller.start()
         try:
-            fired = [r for r in scheduler.tick(wait=True) if r.pipeline == self.config.pipeline]
+            scheduler.tick(wait=False)  # each firing on the scheduler's threads, like the server's
+            fired = [f.result() for f in scheduler.futures]
         finally:
             stop.set()
             caller.join(timeout=60)
             scheduler.stop()
         if errors:
             raise LoopmlError(f"canary traffic failed: {errors[0]}") from errors[0]
-        if not fired or fired[0].run_id is None:
-            why = fired[0].message if fired else "no pending trigger for it"
-            raise LoopmlError(f"pipeline {self.config.pipeline} was not started: {why}")
-        self.result.trigger_id = fired[0].trigger_id
-        self._emit("trigger", f"the scheduler fired {self.config.pipeline}: {fired[0].detail}", {})
-        verdict = self._finished("v2", fired[0].run_id, None)
+        mine = [r for r in fired if r.pipeline == self.config.pipeline]
+        started = [r for r in mine if r.status == "started" and r.run_id]
+        for record in mine:
+            outcome = f"started run {record.run_id}" if record in started else record.message
+            self._emit(f"trigger_{record.status}", f"{record.detail}: {outcome}", {"record": record})
+        if not started:
+            raise LoopmlError(f"pipeline {self.config.pipeline} was not started by any trigger: {mine}")
+        run_id = started[0].run_id
+        assert run_id is not None
+        self.result.trigger_id = started[0].trigger_id
+        self._report_steps(run_id)
+        verdict = self._finished("v2", run_id, None)
         if verdict["status"] == "promoted":
             monitor_def = self.monitoring.get_monitor(self.config.monitor)
-            reference = self._model_table(fired[0].run_id)
+            reference = self._model_table(run_id)
             self.monitoring.update_monitor(replace(monitor_def, reference=reference))
             self._emit("monitor", f"monitor {monitor_def.name} now compares against {reference}", {})
 
@@ -481,10 +488,17 @@ class ClosedLoop:
         table: DatasetVersion = load_value(store.blobs, (step.outputs or [])[0])
         return table.ref
 
+    def _report_steps(self, run_id: str) -> None:
+        from loopml.pipelines.engine import context
+
+        store, _ = context(self.settings)
+        for step_record in store.get_run(run_id).steps:
+            self._step_done(step_record)
+
     def _step_done(self, step: StepRecord) -> None:
-        cached = " (cached)" if step.cached else ""
-        seconds = f" {step.duration_s:.1f} s" if step.duration_s is not None else ""
-        self._emit(f"step:{step.step}", f"{step.step} {step.status.lower()}{cached}{seconds}", {})
+        seconds = f" {step.duration_s:.1f} s" if step.duration_s is not None and not step.cached else ""
+        status = "cached" if step.cached else step.status.lower()
+        self._emit(f"step:{step.step}", f"{step.step} {status}{seconds}", {"step": step})
 
     def _labels(self, answers: list[Answer]) -> int:
         keep = self._rng.random(len(answers)) < self.config.label_share
