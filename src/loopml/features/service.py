@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy import func, select
 
 from loopml import sdk
 from loopml.config import Settings
@@ -54,6 +55,7 @@ from loopml.features.materialize import (
 from loopml.features.online import OnlineStore, open_online_store
 from loopml.features.registry import DefinitionRecord, FeatureRegistry
 from loopml.store.db import Database
+from loopml.store.schema import feature_definitions as definitions_table
 
 EntityRows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
 """Entity rows as a list of ``{column: value}`` or as columns ``{column: [values]}``."""
@@ -303,7 +305,9 @@ class LocalFeatureStoreService(FeatureStoreService):
         self.store = store
         self.cache_s = cache_s
         self._given = {(_kind(d), d.name): d for d in definitions}
-        self._cache: dict[tuple[str, str, int | None], tuple[float, Any]] = {}
+        self._cache: dict[tuple[str, str, int | None], Any] = {}
+        self._checked = 0.0
+        self._revision: tuple[Any, ...] | None = None
         self._lock = threading.Lock()
         self._owns = owns
 
@@ -328,15 +332,28 @@ class LocalFeatureStoreService(FeatureStoreService):
         return self.registry.get(kind, name, version)
 
     def _cached(self, key: tuple[str, str, int | None], build: Any) -> Any:
+        """A rebuilt definition, reused until the registry changes (checked every ``cache_s``)."""
         now = time.monotonic()
+        if now - self._checked >= self.cache_s:
+            revision = self._registry_revision()
+            with self._lock:
+                if revision != self._revision:
+                    self._cache.clear()
+                    self._revision = revision
+                self._checked = now
         with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and (key[2] is not None or now - hit[0] < self.cache_s):
-            return hit[1]
+            if key in self._cache:
+                return self._cache[key]
         value = build()
         with self._lock:
-            self._cache[key] = (now, value)
+            self._cache[key] = value
         return value
+
+    def _registry_revision(self) -> tuple[Any, ...]:
+        # Definitions are only ever added (a new version is a new row): count and newest suffice.
+        query = select(func.count(), func.max(definitions_table.c.created_at))
+        with self.registry.db.read() as conn:
+            return tuple(conn.execute(query).one())
 
     def resolve_service(self, name: str, version: int | None = None) -> FeatureService:
         """The live feature service ``name`` (given, or rebuilt from the registry)."""
@@ -395,9 +412,20 @@ class LocalFeatureStoreService(FeatureStoreService):
         if service is not None:
             svc = self.resolve_service(service, service_version)
             views = list(svc.views) + [v for v in svc.features if not isinstance(v, str)]
+            held = {v.name for v in views}
+            views += [
+                self.resolve_view(n)
+                for n in dict.fromkeys(r.partition(":")[0] for r in svc.refs)
+                if n not in held
+            ]  # a given service may name registered views
             check_entity_rows(rows, views)
             found = get_online_features(
-                rows, service=svc, store=self.store, full_feature_names=full_feature_names, now=now
+                rows,
+                service=svc,
+                views=views,
+                store=self.store,
+                full_feature_names=full_feature_names,
+                now=now,
             )
             refs: Sequence[str] = svc.refs
         else:
@@ -538,8 +566,10 @@ def rows_to_table(view: FeatureView, columns: Mapping[str, Any]) -> pa.Table:
                 arrays[name] = pa.array(stamps_utc.to_numpy()).cast(pa.timestamp("ns", tz="UTC"))
             elif types.get(name) == pa.binary():  # bytes travel base64-encoded in JSON
                 arrays[name] = pa.array([_b64(v) for v in values], pa.binary())
+            elif name in types:  # a safe cast: 1.5 is not silently an int64 of 1
+                arrays[name] = pa.array(values).cast(types[name], safe=True)
             else:
-                arrays[name] = pa.array(values, types.get(name))
+                arrays[name] = pa.array(values)
         except (ValueError, TypeError, binascii.Error, pa.ArrowException) as exc:
             expected = "timestamp" if name in stamps else str(types.get(name, "values"))
             raise InvalidInput(
