@@ -276,9 +276,28 @@ def _print_requests(found: list[PromotionRequest]) -> None:
 
 @app.command("approve")
 def approve(request_id: Annotated[str, typer.Argument(help="Request id.")], reason: Reason = None) -> None:
-    """Approve another user's promotion request (the gate is checked again)."""
+    """Approve another user's promotion request (the gate is checked again).
+
+    What is shown here is what moves: the version's artifact digest and the Production version
+    are compared again when the approval is applied, and nothing moves if either changed."""
+    from loopml.errors import NotFound
+    from loopml.registry.records import CHAMPION_ALIAS
+
+    reg = _registry()
+    pending = reg.get_request(request_id)
+    version = reg.get_model_version(pending.name, pending.version)
     try:
-        done = _registry().approve(request_id, reason)
+        champion = int(reg.get_model_version_by_alias(pending.name, CHAMPION_ALIAS).version)
+    except NotFound:
+        champion = 0
+    now = f"version {champion}" if champion else "no version"
+    typer.echo(
+        f"approving {pending.name} version {pending.version} (artifacts {version.digest[:12]}) "
+        f"to {pending.to_stage.value}; Production is {now}",
+        err=True,
+    )
+    try:
+        done = reg.approve(request_id, reason, digest=version.digest, expected_champion=champion)
     except GateFailed as exc:
         _print_gate_failure(exc, False)
         raise typer.Exit(GATE_FAILED_EXIT) from None

@@ -267,9 +267,18 @@ class HttpRegistryService(UserApiClient, RegistryService):
     def get_request(self, request_id: str) -> PromotionRequest:
         return codec.request_from_dict(self._call("GET", f"/registry/requests/{_q(request_id)}"))
 
-    def approve(self, request_id: str, reason: str | None = None, user: str | None = None) -> Promotion:
+    def approve(
+        self,
+        request_id: str,
+        reason: str | None = None,
+        user: str | None = None,
+        *,
+        digest: str | None = None,
+        expected_champion: int | None = None,
+    ) -> Promotion:
         path = f"/registry/requests/{_q(request_id)}/approve"
-        found = self._call("POST", path, json={"reason": reason}, headers=self._as(user))
+        body = {"reason": reason, "digest": digest, "expected_champion": expected_champion}
+        found = self._call("POST", path, json=body, headers=self._as(user))
         return codec.promotion_from_dict(found)
 
     def reject(self, request_id: str, reason: str | None = None, user: str | None = None) -> PromotionRequest:

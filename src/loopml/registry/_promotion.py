@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import Connection, Row, insert, select, update
 
 from loopml.errors import Conflict, GateFailed, InvalidInput, NotFound, PermissionDenied
+from loopml.governance import audit
 from loopml.registry import _store as st
 from loopml.registry import gates
 from loopml.registry.codec import to_dict
@@ -309,11 +310,20 @@ class PromotionMixin:
             row = _request_row(conn, request_id)
         return st.request_from_row(row, row.model_name)
 
-    def approve(self, request_id: str, reason: str | None = None, user: str | None = None) -> Promotion:
+    def approve(
+        self,
+        request_id: str,
+        reason: str | None = None,
+        user: str | None = None,
+        *,
+        digest: str | None = None,
+        expected_champion: int | None = None,
+    ) -> Promotion:
         user = self._user(user)
         with self.db.write() as conn:
             row = _decidable(conn, request_id, user, "approve")
             number, to = int(row.version), ModelStage.parse(row.to_stage)
+            _compare_before_swap(conn, row, digest, expected_champion)
             result = _gate_result(conn, row.model_id, row.model_name, number)
             if not result.passed:
                 raise _gate_failed(row.model_name, number, result)
@@ -332,6 +342,34 @@ class PromotionMixin:
             _decidable(conn, request_id, user, "reject")
             _decide(conn, request_id, RequestStatus.REJECTED, user, reason)
         return self.get_request(request_id)
+
+
+def _compare_before_swap(
+    conn: Connection, request: Row[Any], digest: str | None, expected_champion: int | None
+) -> None:
+    """Refuse (409) when what the approver reviewed is not what would move: the version's artifact
+    digest, or the Production version they saw (0: none). Notes both in the audit entry."""
+    name, number = str(request.model_name), int(request.version)
+    version = st.version_row(conn, request.model_id, name, number)
+    champion = _current_champion(conn, request.model_id)
+    if digest is not None and digest != version.digest:
+        raise Conflict(
+            f"model {name!r} version {number} has artifact digest {version.digest}, not the {digest} "
+            "you reviewed; review it again",
+            details={"request_id": request.request_id, "digest": version.digest},
+        )
+    if expected_champion is not None and (champion or 0) != int(expected_champion):
+        now = "no version" if champion is None else f"version {champion}"
+        raise Conflict(
+            f"Production of {name!r} is {now} now, not the version {expected_champion} you saw; "
+            "review the request again",
+            details={"request_id": request.request_id, "champion": champion},
+        )
+    audit.note(
+        target=f"model:{name}/request:{request.request_id}",
+        before={"champion": champion},
+        after={"champion": number, "version": number, "digest": version.digest},
+    )
 
 
 def _check_legal(name: str, number: int, current: ModelStage, to: ModelStage) -> None:

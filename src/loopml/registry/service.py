@@ -269,10 +269,23 @@ class RegistryService(abc.ABC):
     def get_request(self, request_id: str) -> PromotionRequest: ...
 
     @abc.abstractmethod
-    def approve(self, request_id: str, reason: str | None = None, user: str | None = None) -> Promotion:
+    def approve(
+        self,
+        request_id: str,
+        reason: str | None = None,
+        user: str | None = None,
+        *,
+        digest: str | None = None,
+        expected_champion: int | None = None,
+    ) -> Promotion:
         """Apply a pending request. The requester cannot approve their own request
         (``PermissionDenied``); a decided request raises ``Conflict``. The gate is checked
-        again, so evidence that went stale while waiting does not slip through."""
+        again, so evidence that went stale while waiting does not slip through.
+
+        ``digest`` is the artifact digest the approver reviewed and ``expected_champion`` the
+        Production version they saw (0: none): the move is a compare-and-swap, so if either
+        changed since, nothing moves and ``Conflict`` says what changed. The transition records
+        the approved version's digest and the approver."""
 
     @abc.abstractmethod
     def reject(self, request_id: str, reason: str | None = None, user: str | None = None) -> PromotionRequest:

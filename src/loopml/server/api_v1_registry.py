@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -121,6 +122,13 @@ class PromoteIn(BaseModel):
 
 class Decision(BaseModel):
     reason: str | None = None
+
+
+class Approval(Decision):
+    digest: str | None = Field(None, description="The artifact digest the approver reviewed.")
+    expected_champion: int | None = Field(
+        None, description="The Production version the approver saw (0: none); 409 if it moved since."
+    )
 
 
 # -- registered models ------------------------------------------------------------------------
@@ -364,8 +372,13 @@ async def get_request(request_id: str, request: Request) -> JSON:
 
 
 @router.post("/requests/{request_id}/approve")
-async def approve(request_id: str, body: Decision, request: Request) -> JSON:
-    done = await run_in_threadpool(registry(request).approve, request_id, body.reason, caller(request))
+async def approve(request_id: str, body: Approval, request: Request) -> JSON:
+    done = await run_in_threadpool(
+        partial(registry(request).approve, digest=body.digest, expected_champion=body.expected_champion),
+        request_id,
+        body.reason,
+        caller(request),
+    )
     return codec.to_dict(done)
 
 
