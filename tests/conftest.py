@@ -20,6 +20,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ray: runs on the session's one local Ray instance (fixture ray_local)")
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[object]:
+    """One local Ray instance for the whole session: 2 CPUs, no dashboard, BLAS pinned in workers."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    pinned = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": pinned})
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     if find_pg_bin() is None:
