@@ -37,6 +37,7 @@ from loopml.features.online import (
     OnlineStore,
     to_utc_micros,
 )
+from loopml.features.push_log import PushLog, canonical_rows, with_pushed
 
 _BATCH = 100_000
 
@@ -105,23 +106,38 @@ def materialize(
     start: Any,
     end: Any,
     on_batch: Callable[[int], None] | None = None,
+    *,
+    push_log: PushLog | None = None,
 ) -> MaterializeResult:
     """Write the latest row per entity with event time in ``[start, end]`` (``start=None``: all).
 
-    ``on_batch(rows)`` is called after each batch is stored (for a progress bar).
+    ``on_batch(rows)`` is called after each batch is stored (for a progress bar). The view's
+    pushed rows (``push_log``, default ``$LOOPML_HOME/features/push``) count as source rows.
 
     >>> materialize(stats, store, None, "2024-02-01")  # doctest: +SKIP
     """
     start_us = None if start is None else to_utc_micros(start)
     end_us = to_utc_micros(end)
     bounds = [("<=", end_us)] + ([] if start_us is None else [(">=", start_us)])
-    rows, written = _write_latest(view, store, view.source.relation, bounds, on_batch)
+    rows, written = _write_latest(view, store, _source(view, push_log), bounds, on_batch)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 
 
+def _source(
+    view: FeatureView, push_log: PushLog | None
+) -> Callable[[duckdb.DuckDBPyConnection], duckdb.DuckDBPyRelation]:
+    log = push_log if push_log is not None else PushLog.from_settings()
+    return lambda con: with_pushed(view, con, log, "__loopml_in")
+
+
 def materialize_incremental(
-    view: FeatureView, store: OnlineStore, end: Any, on_batch: Callable[[int], None] | None = None
+    view: FeatureView,
+    store: OnlineStore,
+    end: Any,
+    on_batch: Callable[[int], None] | None = None,
+    *,
+    push_log: PushLog | None = None,
 ) -> MaterializeResult:
     """Write the rows with event time after the previous run's end and up to ``end``.
 
@@ -139,7 +155,7 @@ def materialize_incremental(
         bounds = [(">=", start_us), ("<=", end_us)]
     else:
         start_us, bounds = None, [("<=", end_us)]
-    rows, written = _write_latest(view, store, view.source.relation, bounds, on_batch)
+    rows, written = _write_latest(view, store, _source(view, push_log), bounds, on_batch)
     _advance(view, store, end_us)
     return MaterializeResult(view.name, start_us, end_us, rows, written)
 
@@ -150,27 +166,32 @@ def _advance(view: FeatureView, store: OnlineStore, end_us: int) -> None:
         store.set_meta(_watermark_name(view), str(end_us))
 
 
-def push(view: FeatureView, rows: Any, store: OnlineStore) -> int:
-    """Write fresh rows (a DataFrame or Arrow table shaped like the view's source) to the store.
+def push(view: FeatureView, rows: Any, store: OnlineStore, *, push_log: PushLog | None = None) -> int:
+    """Write fresh rows (a DataFrame or Arrow table shaped like the view's source) to the store,
+    and append them to the offline log (``push_log``, default ``$LOOPML_HOME/features/push``) so
+    that offline retrieval sees them too.
 
-    Only the latest row per entity is written, and only where it is newer than the stored one,
-    so an event arriving late from a stream never replaces a newer value. Returns how many
-    entities got a new value.
+    Only the latest row per entity is written online, and only where it is newer than the stored
+    one, so an event arriving late from a stream never replaces a newer value (the offline log
+    keeps every row; the point-in-time join picks the right one). Returns how many entities got
+    a new online value. The log segment is published only after the online write succeeded.
 
     >>> fresh = pd.DataFrame({"driver_id": [1], "event_timestamp": [now], "rate": [0.3]})  # doctest: +SKIP
     >>> push(stats, fresh, store)  # doctest: +SKIP
     """
-    table = _as_arrow(rows)
-    needed = [*view.join_keys, view.timestamp_field, *view.feature_names]
-    for column in needed:
-        if column not in table.column_names:
-            raise InvalidInput(
-                f"pushed rows have no column {column!r}, needed by feature view {view.name!r}; add it",
-                details={"field": column, "feature_view": view.name},
-            )
+    table = canonical_rows(view, _as_arrow(rows))
     if view.created_timestamp_field and view.created_timestamp_field not in table.column_names:
         view = replace(view, created_timestamp_field=None)
-    _, written = _write_latest(view, store, lambda con: con.from_arrow(table), [])
+    if table.num_rows == 0:
+        return 0
+    log = push_log if push_log is not None else PushLog.from_settings()
+    staged = log.stage(view, table)
+    try:
+        _, written = _write_latest(view, store, lambda con: con.from_arrow(table), [])
+    except BaseException:
+        log.discard(staged)
+        raise
+    log.publish(staged)
     return written
 
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from loopml.errors import InvalidInput, NotFound
 from loopml.features.definitions import FeatureService, FeatureView, OnDemandFeatureView, View
+from loopml.features.push_log import PushLog, with_pushed
 
 _ROW = "__loopml_row"
 _TS = "__loopml_ts"
@@ -59,6 +60,7 @@ def get_historical_features(
     views: Iterable[View] = (),
     full_feature_names: bool = False,
     timestamp_column: str = "event_timestamp",
+    push_log: PushLog | None = None,
 ) -> pa.Table:
     """The entity rows with the requested features joined point-in-time correctly.
 
@@ -67,7 +69,8 @@ def get_historical_features(
     references or whole views; ``service`` may be given instead. ``views`` are the definitions the
     references name (views passed in ``features`` or the service need not be repeated). The
     result is ``entity_df``'s columns unchanged, then one column per feature, named ``feature``
-    or, with ``full_feature_names``, ``view__feature``.
+    or, with ``full_feature_names``, ``view__feature``. Rows pushed to a view (``push_log``,
+    default ``$LOOPML_HOME/features/push``) count as rows of its source.
 
     >>> get_historical_features(entity_df, service=churn_v1, views=[stats])  # doctest: +SKIP
     """
@@ -76,29 +79,30 @@ def get_historical_features(
     plans = _plan(_requested(features, service), _with_service_views(views, service), full_feature_names)
     stored = [p for p in plans if isinstance(p.view, FeatureView)]
     _check_join_keys(table, stored)
-    values = _stored_values(table, timestamp_column, stored)
+    log = push_log if push_log is not None else PushLog.from_settings()
+    values = _stored_values(table, timestamp_column, stored, log)
     result = table
     for plan in plans:
         if isinstance(plan.view, OnDemandFeatureView):
-            values = _on_demand(values, table, timestamp_column, plan, plan.view)
+            values = _on_demand(values, table, timestamp_column, plan, plan.view, log)
         for output in plan.outputs:
             result = result.append_column(output, values.column(output))
     return result
 
 
-def _stored_values(table: pa.Table, ts: str, plans: list[_Plan]) -> pa.Table:
+def _stored_values(table: pa.Table, ts: str, plans: list[_Plan], log: PushLog) -> pa.Table:
     if not plans:
         return pa.table({})
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        return _join(con, table, ts, plans)
+        return _join(con, table, ts, plans, log)
     finally:
         con.close()
 
 
 def _on_demand(
-    values: pa.Table, table: pa.Table, ts: str, plan: _Plan, view: OnDemandFeatureView
+    values: pa.Table, table: pa.Table, ts: str, plan: _Plan, view: OnDemandFeatureView, log: PushLog
 ) -> pa.Table:
     """Run ``view``'s transform on the request columns and its sources' point-in-time values.
 
@@ -108,7 +112,7 @@ def _on_demand(
     inputs = {}
     for source in view.sources:
         if isinstance(source, FeatureView):
-            joined = get_historical_features(table, [source], timestamp_column=ts)
+            joined = get_historical_features(table, [source], timestamp_column=ts, push_log=log)
             inputs.update({name: joined.column(name) for name in source.feature_names})
         else:
             for f in source.fields:
@@ -255,7 +259,9 @@ def _family(duck_type: str) -> str:
     return duck_type
 
 
-def _join(con: duckdb.DuckDBPyConnection, table: pa.Table, ts: str, plans: list[_Plan]) -> pa.Table:
+def _join(
+    con: duckdb.DuckDBPyConnection, table: pa.Table, ts: str, plans: list[_Plan], log: PushLog
+) -> pa.Table:
     keys = sorted({key for plan in plans for key in _feature_view(plan).join_keys})
     slim = table.select([*keys, ts]).append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
     con.register("__loopml_entities", slim)
@@ -268,7 +274,7 @@ def _join(con: duckdb.DuckDBPyConnection, table: pa.Table, ts: str, plans: list[
     for i, plan in enumerate(plans):
         src = f"__loopml_src{i}"
         view = _feature_view(plan)
-        view.source.relation(con).create_view(src, replace=True)
+        with_pushed(view, con, log, src).create_view(src, replace=True)
         _check_source(con, src, plan, {k: entity_types[k] for k in view.join_keys})
         parts.append(f"LEFT JOIN ({_view_sql(src, plan)}) j{i} USING ({_ROW})")
         columns += [f"j{i}.{_q(out)}" for out in plan.outputs]

@@ -29,6 +29,7 @@ from loopml.features.materialize import (
 from loopml.features.offline import get_historical_features
 from loopml.features.online import MISSING, OUTSIDE_TTL, PRESENT, OnlineStore, open_online_store
 from loopml.features.online_sqlite import SqliteOnlineStore
+from loopml.features.push_log import PushLog
 
 DRIVER = Entity("driver", join_keys="driver_id")
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -131,23 +132,26 @@ def test_incremental_materialization_reads_only_new_rows(store: OnlineStore, tmp
     assert online.values["rate"] == [1.0, 2.5]
 
 
-def test_an_older_pushed_row_never_overwrites_a_newer_value(store: OnlineStore) -> None:
+def test_an_older_pushed_row_never_overwrites_a_newer_value(store: OnlineStore, tmp_path: Path) -> None:
     stats, _ = _views(_generated())
     stats = FeatureView("pushed", entities=[DRIVER], fields=list(stats.fields), source=stats.source)
     newer = pd.DataFrame(
         {"driver_id": [1], "event_timestamp": [T0 + pd.Timedelta(hours=2)], "rate": [0.9], "trips": [9]}
     )
     older = newer.assign(event_timestamp=[T0], rate=[0.1], trips=[1])
-    assert push(stats, newer, store) == 1
-    assert push(stats, older, store) == 0
+    log = PushLog(tmp_path / "push")
+    assert push(stats, newer, store, push_log=log) == 1
+    assert push(stats, older, store, push_log=log) == 0
     online = get_online_features([{"driver_id": 1}], [stats], store=store, now=T0 + pd.Timedelta(hours=3))
     assert (online.values["rate"], online.values["trips"]) == ([0.9], [9])
 
 
-def test_pushed_rows_without_a_feature_column_are_refused(store: OnlineStore) -> None:
+def test_pushed_rows_without_a_feature_column_are_refused(store: OnlineStore, tmp_path: Path) -> None:
     stats, _ = _views(_generated())
+    rows = pd.DataFrame({"driver_id": [1], "event_timestamp": [T0], "rate": [0.5]})
     with pytest.raises(InvalidInput, match="'trips'"):
-        push(stats, pd.DataFrame({"driver_id": [1], "event_timestamp": [T0], "rate": [0.5]}), store)
+        push(stats, rows, store, push_log=PushLog(tmp_path))
+    assert not list(tmp_path.rglob("*.parquet*"))
 
 
 def test_bad_online_requests_name_what_is_wrong(store: OnlineStore) -> None:
