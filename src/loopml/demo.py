@@ -1,6 +1,9 @@
-"""From versioned data to a gated model in production, in about a minute, offline.
+"""The demos: the closed loop (``make demo``) and the hyper-parameter sweep it grew from.
 
-    $ python -m loopml.demo          # or: loopml demo  (--quick: 3 runs)
+    $ python -m loopml.demo            # the whole loop: see loopml.cli.demo (or: loopml demo)
+    $ python -m loopml.demo --sweep    # the sweep below (--quick: 3 runs); loopml demo --sweep
+
+The sweep goes from versioned data to a gated model in production, in about a minute, offline:
 
 1. The breast-cancer data bundled with scikit-learn is split and registered as two
    dataset versions (``breast-cancer-train``, ``breast-cancer-holdout``): content hash,
@@ -349,7 +352,13 @@ def main(quick: bool = False, experiment: str = EXPERIMENT, console: Console | N
 
 if __name__ == "__main__":
     try:
-        main(quick="--quick" in sys.argv[1:])
+        if {"--quick", "--sweep"} & set(sys.argv[1:]):
+            main(quick="--quick" in sys.argv[1:])
+        else:  # `make demo`: the whole loop (loopml.cli.demo)
+            from loopml.cli.demo import run_closed_loop
+            from loopml.pipelines.templates.closed_loop import LoopConfig
+
+            run_closed_loop(LoopConfig())
     except LoopmlError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(exc.exit_code or 1)

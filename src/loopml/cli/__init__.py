@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from loopml import __version__
 from loopml.cli import audit as audit_cli
 from loopml.cli import data, experiments, runs
+from loopml.cli import demo as demo_cli
 from loopml.cli import endpoints as endpoints_cli
 from loopml.cli import features as features_cli
 from loopml.cli import models as models_cli
@@ -61,6 +62,7 @@ app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(users_cli.app, name="users")
 app.add_typer(audit_cli.app, name="audit")
 app.command("serve")(serve_cli.serve)
+app.command("demo")(demo_cli.demo)
 app.command("predict")(predict_cli.predict)
 app.command("stream")(stream_cli.stream)
 app.command("scheduler")(pipeline_cli.scheduler)
@@ -96,16 +98,6 @@ def server(
 
     typer.echo(f"loopml server on http://{host}:{port} (Ctrl+C to stop)", err=True)
     serve(host, port, workers, auth=auth)
-
-
-@app.command()
-def demo(
-    quick: Annotated[bool, typer.Option(help="A 3-run grid instead of the full sweep.")] = False,
-) -> None:
-    """Run a small scikit-learn hyper-parameter sweep, tracked under experiment 'demo-sweep'."""
-    from loopml.demo import main as run_demo
-
-    run_demo(quick=quick)
 
 
 def main() -> None:

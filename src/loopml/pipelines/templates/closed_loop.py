@@ -557,6 +557,8 @@ class ClosedLoop:
             tick(len(batch))
             if not canary:
                 stop.wait(0.25)
+        if self.on_progress is not None:  # the callers stop with the pipeline: close the bar there
+            self.on_progress("live traffic during retraining", sent, sent)
 
     def _progress(self, what: str, total: int) -> Callable[[int], None]:
         done = [0]

@@ -140,11 +140,16 @@ class GateOutcome:
         return self.result.passed
 
     def reason(self) -> str:
-        """One line per failed threshold, e.g. ``roc_auc 0.61 >= 0.87 (champion.roc_auc - 0.01)``."""
+        """One clause per failed threshold, e.g. ``roc_auc >= champion.roc_auc - 0.01: 0.61 < 0.87``."""
         failed = [r for r in self.result.results if not r.passed]
-        return "; ".join(f"{r.threshold}: {r.value} vs {r.limit} {r.note}".strip() for r in failed) or (
-            self.result.note or "gate failed"
-        )
+        clauses = [
+            f"{r.threshold}: {_num(r.value)} vs limit {_num(r.limit)} {r.note}".strip() for r in failed
+        ]
+        return "; ".join(clauses) or (self.result.note or "gate failed")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @dataclass(frozen=True)
