@@ -18,7 +18,7 @@ from loopml.data.records import DatasetVersion
 from loopml.pipelines.records import PipelineRunRecord, StepRecord
 from loopml.pipelines.values import Ref
 from loopml.store.blobs import BlobStore
-from loopml.tracking.records import Param, RunTag
+from loopml.tracking.records import Param
 from loopml.tracking.service import TrackingService
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -56,28 +56,33 @@ class RunTracker:
     def step(
         self, step: StepRecord, literals: dict[str, Any], inputs: list[Ref], reused_from: str = ""
     ) -> str:
-        """Record a finished (or cached, or failed) step as a nested run; returns its id."""
-        tags = {PARENT_RUN_TAG: self.parent, "loopml.pipeline.step": step.step,
-                "loopml.pipeline.cached": "true" if step.cached else "false",
-                "loopml.pipeline.cache_key": step.cache_key or ""}  # fmt: skip
+        """Record a finished (or cached, or failed) step as a nested run; returns its id.
+
+        Its duration is the run's start and end time; everything else is tags set at creation
+        and one batch of parameters, so a cached step costs three short transactions."""
+        outputs = step.outputs or []
+        tags = {
+            PARENT_RUN_TAG: self.parent,
+            "loopml.pipeline.step": step.step,
+            "loopml.pipeline.cached": "true" if step.cached else "false",
+            "loopml.pipeline.cache_key": step.cache_key or "",
+            "loopml.pipeline.attempts": str(step.attempts),
+            "loopml.pipeline.outputs": orjson.dumps([_summary(r) for r in outputs]).decode(),
+        }
         if reused_from:
             tags["loopml.pipeline.reused_from"] = reused_from
+        produced = [_dataset_ref(self.blobs, r) for r in outputs if r["kind"] == "dataset"]
+        if produced:
+            tags["loopml.pipeline.output_datasets"] = ",".join(produced)
+        if step.error:
+            tags["loopml.pipeline.error"] = step.error[-_MAX_PARAM:]
         created = self.svc.create_run(
             self.experiment_id, run_name=step.step, start_time=step.started_at, tags=tags
         )
         run_id = created.info.run_id
-        outputs = step.outputs or []
-        produced = [_dataset_ref(self.blobs, r) for r in outputs if r["kind"] == "dataset"]
-        extra = [RunTag("loopml.pipeline.outputs", orjson.dumps([_summary(r) for r in outputs]).decode())]
-        if produced:
-            extra.append(RunTag("loopml.pipeline.output_datasets", ",".join(produced)))
-        if step.error:
-            extra.append(RunTag("loopml.pipeline.error", step.error[-_MAX_PARAM:]))
         params = [Param(k, _text(v)) for k, v in sorted(literals.items())]
-        metrics = [("attempts", float(step.attempts), step.finished_at or 0, 0)]
-        if step.duration_s is not None:
-            metrics.append(("duration_s", step.duration_s, step.finished_at or 0, 0))
-        self.svc.log_batch(run_id, metrics=metrics, params=params, tags=extra)
+        if params:
+            self.svc.log_batch(run_id, params=params)
         datasets = [_dataset(self.blobs, r) for r in inputs if r["kind"] == "dataset"]
         if datasets:
             self.svc.log_inputs(run_id, [dataset_input(dv, "pipeline") for dv in datasets])

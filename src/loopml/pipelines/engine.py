@@ -358,7 +358,7 @@ class _Runner:
             step.logs = hit.logs  # the logs of the execution whose outputs are reused
             self._record(unit, step, reused_from or hit.run_id)
             return
-        self.store.save_step(step)
+        self.store.save_step(step, new=True)
         s = unit.node.step
         task = Task(unit.label, s.fn, unit.args, 1 if unit.parent else s.n_outputs,
                     self.store.artifact_root, s.retries, s.backoff_s, s.max_backoff_s)  # fmt: skip
@@ -394,7 +394,7 @@ class _Runner:
             r for kind, p in unit.args.values() if kind != "value" for r in (p if kind == "refs" else [p])
         ]
         step.tracking_run_id = self.tracker.step(step, literals, inputs, reused_from)
-        self.store.save_step(step)
+        self.store.save_step(step, new=step.cached)
         if self.progress is not None:
             self.progress(step)
         if step.outputs is None:

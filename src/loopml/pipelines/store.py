@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -107,16 +106,20 @@ class PipelineStore:
             return [_run(r._mapping) for r in conn.execute(query)]
 
     # -- steps -------------------------------------------------------------------------------
-    def save_step(self, step: StepRecord) -> None:
-        """Insert or replace the step's row (a run writes each step at start and at the end)."""
+    def save_step(self, step: StepRecord, *, new: bool) -> None:
+        """Insert the step's row (``new``) or update it: a run writes a step when it starts and
+        when it ends, a cached step once. Plain SQL: this is on every step's path."""
         values = _step_row(step)
-        t = pipeline_steps
+        if new:
+            names = ", ".join(values)
+            sql = f"INSERT INTO pipeline_steps (run_id, step, {names}) VALUES ({_marks(len(values) + 2)})"
+            params = (step.run_id, step.step, *values.values())
+        else:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            sql = f"UPDATE pipeline_steps SET {sets} WHERE run_id = ? AND step = ?"
+            params = (*values.values(), step.run_id, step.step)
         with self.db.write() as conn:
-            done = conn.execute(
-                update(t).where(and_(t.c.run_id == step.run_id, t.c.step == step.step)).values(**values)
-            )
-            if done.rowcount == 0:
-                conn.execute(insert(t).values(run_id=step.run_id, step=step.step, **values))
+            conn.exec_driver_sql(self.db.sql(sql), params)
 
     def get_step(self, run_id: str, step: str) -> StepRecord:
         t = pipeline_steps
@@ -129,18 +132,16 @@ class PipelineStore:
             )
         return _step(row._mapping)
 
-    def cache_candidates(self, cache_key: str, limit: int = 5) -> Iterator[StepRecord]:
+    def cache_candidates(self, cache_key: str, limit: int = 5) -> list[StepRecord]:
         """Earlier successful executions with this key, newest first."""
-        t = pipeline_steps
-        query = (
-            select(t)
-            .where(and_(t.c.cache_key == cache_key, t.c.status.in_((SUCCEEDED, CACHED))))
-            .order_by(t.c.finished_at.desc())
-            .limit(limit)
+        columns = ", ".join(c.name for c in pipeline_steps.c)
+        sql = (
+            f"SELECT {columns} FROM pipeline_steps WHERE cache_key = ? AND status IN (?, ?) "
+            f"ORDER BY finished_at DESC LIMIT {int(limit)}"
         )
         with self.db.read() as conn:
-            rows = conn.execute(query).all()
-        return (_step(r._mapping) for r in rows)
+            rows = conn.exec_driver_sql(self.db.sql(sql), (cache_key, SUCCEEDED, CACHED)).all()
+        return [_step(r._mapping) for r in rows]
 
     # -- locks -------------------------------------------------------------------------------
     def acquire(self, pipeline: str, run_id: str) -> None:
@@ -263,6 +264,10 @@ class PipelineStore:
             query = query.where(t.c.pipeline == pipeline)
         with self.db.read() as conn:
             return [TriggerRecord(**dict(r._mapping)) for r in conn.execute(query)]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
 
 
 def _run(m: Any) -> PipelineRunRecord:
