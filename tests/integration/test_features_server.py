@@ -34,7 +34,7 @@ from loopml.features.offline import get_historical_features
 from loopml.features.registry import FeatureRegistry
 from loopml.features.service import FeatureStoreService, LocalFeatureStoreService
 from loopml.store.db import Database
-from tests.support.live_server import live_server
+from tests.support.live_server import free_port, live_server, loopml_process
 from tests.support.serving import serve_process
 
 pytestmark = pytest.mark.timeout(300)
@@ -296,6 +296,10 @@ def _train_and_register(home: Path, source: Path, t0: pd.Timestamp) -> Any:
     return model
 
 
+def _stats(source: Path) -> FeatureView:
+    return next(d for d in definitions(source) if isinstance(d, FeatureView))
+
+
 def _offline_frame(entity_df: pd.DataFrame, source: Path) -> pd.DataFrame:
     defs = definitions(source)
     churn = next(d for d in defs if isinstance(d, FeatureService))
@@ -392,3 +396,43 @@ def test_server_endpoint_takes_entity_keys(keyed: tuple[Path, Any, Path]) -> Non
         got = httpx.post(url + "/endpoints/keyed-ep/invocations", json=body, timeout=60)
     assert got.status_code == 200, got.text
     assert got.json() == {"predictions": _expected(model, ids, factors, source)}
+
+
+def test_serve_against_a_server_fetches_features_over_http(keyed: tuple[Path, Any, Path]) -> None:
+    """``loopml serve`` with LOOPML_TRACKING_URI=server loads the model and reads features remotely."""
+    home, model, source = keyed
+    ids = _present_ids(home)[:4]
+    with live_server(home) as url:
+        port = free_port()
+        serve_home = home.parent / "serve-home"
+        serve_home.mkdir(exist_ok=True)
+        argv = ["serve", "models:/keyed@champion", "--port", str(port)]
+        env = {"LOOPML_TRACKING_URI": url}
+        with loopml_process(
+            serve_home, argv, port=port, ready_path="/ping", what="loopml serve", env=env
+        ) as base:
+            body = {"dataframe_records": [{"driver_id": i, "factor": 2.0} for i in ids]}
+            got = httpx.post(base + "/invocations", json=body, timeout=60)
+    assert got.status_code == 200, got.text
+    assert got.json() == {"predictions": _expected(model, ids, [2.0] * len(ids), source)}
+    assert not (serve_home / "online.db").exists()  # nothing was read from a local store
+
+
+def test_server_uses_the_configured_redis_online_store(tmp_path: Path, source: Path, redis_url: str) -> None:
+    from loopml.features.online import open_online_store, to_utc_micros
+
+    shared = open_online_store(redis_url)
+    shared.delete("stats")  # the Redis server is shared by the session
+    home = tmp_path / "home"
+    _prepare(home, source)
+    with live_server(home, env={"LOOPML_ONLINE_STORE": redis_url}) as url:
+        fs = HttpFeatureStoreService(url, retries=2)
+        fs.materialize(NOW, views=["stats"])
+        got = fs.get_online_features({"driver_id": [5, 999]}, ["stats:trips"], now=NOW)
+        fs.close()
+    assert got.statuses["trips"] == ["present", "missing"]
+    stored = shared.read(_stats(source), [(5,)], ["trips"], now_us=to_utc_micros(NOW))[0]
+    assert stored.values == {"trips": got.values["trips"][0]}  # the server wrote to Redis
+    shared.delete("stats")
+    shared.close()
+    assert not (home / "online.db").exists()
