@@ -56,6 +56,7 @@ bench: venv
 	$(BIN)/python bench/serving/run.py
 	$(BIN)/python bench/drift/run.py
 	$(BIN)/python bench/features/run.py
+	$(BIN)/python bench/ui/run.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache

@@ -43,13 +43,20 @@ def monitoring(request: Request) -> Response:
     return page(request, "monitoring.html", "monitoring", monitors=monitors, alerts=alerts)
 
 
+def _window_end(run: Any) -> int:
+    """The end of the window a run measured (what its numbers describe), else when it finished."""
+    window = (run.result or {}).get("window") or {}
+    end = window.get("end") if isinstance(window, dict) else None
+    return int(end) if isinstance(end, int | float) else int(run.finished_at)
+
+
 def _drift_series(runs: list[Any]) -> dict[str, Any]:
     """Per feature, its drift statistic at each run (oldest first), and each run's verdict."""
     times: list[int] = []
     series: dict[str, list[float | None]] = {}
     for i, run in enumerate(runs):
         drift = (run.result or {}).get("drift")
-        times.append(run.finished_at)
+        times.append(_window_end(run))
         for f in (drift or {}).get("features", []):
             values = series.setdefault(f["column"], [None] * len(runs))
             values[i] = f.get("statistic")
@@ -62,7 +69,7 @@ def _performance_series(runs: list[Any]) -> dict[str, Any]:
     series: dict[str, list[float | None]] = {}
     for i, run in enumerate(runs):
         perf = (run.result or {}).get("performance") or {}
-        times.append(run.finished_at)
+        times.append(_window_end(run))
         for window in perf.get("windows", []) if isinstance(perf, dict) else []:
             for key, value in (window.get("metrics") or {}).items():
                 if isinstance(value, int | float):
