@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.live_server import live_server
 from tests.ui.seed import Seeded, seed
 

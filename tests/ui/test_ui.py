@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.ui.conftest import Site, Watch
 
 pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.timeout(120)]
