@@ -175,7 +175,13 @@ def _lookup(r: Report) -> str:
 
 def show(report: Report) -> None:
     """Print the tables and the targets."""
-    print(f"\nFeast {report.get('feast_version') or '(not run)'}; scale {report['scale']:g}")
+    where = report.get("provenance", {})
+    dirty = len(where.get("dirty_features_files", []))
+    print(
+        f"\nFeast {report.get('feast_version') or '(not run)'}; scale {report['scale']:g}; loopml at "
+        f"{where.get('git_head', '?')} ({dirty} uncommitted file(s) in src/loopml/features); "
+        f"load average at start {where.get('loadavg_at_start', ['?'])[0]}"
+    )
     _historical(report)
     _online(report)
     print("\nTargets")

@@ -101,11 +101,15 @@ def make_data(scale: float) -> Path:
     return folder
 
 
-def run_child(label: str, argv: Sequence[str], logs: Path) -> dict[str, object]:
-    """Run one contender; its JSON answer plus ``peak_rss_mb`` and the whole process's CPU."""
+def run_child(label: str, argv: Sequence[str], logs: Path, home: Path | None = None) -> dict[str, object]:
+    """Run one contender; its JSON answer plus ``peak_rss_mb`` and the whole process's CPU.
+
+    ``home`` is the ``LOOPML_HOME`` of a loopml child (its registry, online store and push log).
+    """
     log = logs / f"{label}.log"
+    env = ENV if home is None else {**ENV, "LOOPML_HOME": str(home)}
     with log.open("wb") as err:
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err, env=ENV, cwd=HERE)
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err, env=env, cwd=HERE)
         assert proc.stdout is not None
         out = proc.stdout.read().decode(errors="replace")
         _, status, usage = os.wait4(proc.pid, 0)
@@ -156,7 +160,8 @@ def historical(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str
             ]
             contenders.append(("feast_duckdb", [*argv, str(work)]))
         for label, argv in contenders:
-            runs.setdefault(label, []).append(run_child(f"hist-{label}", argv, out))
+            home = _fresh(data / "work" / "loopml-hist") if label == "loopml" else None
+            runs.setdefault(label, []).append(run_child(f"hist-{label}", argv, out, home))
     return {label: median_of(found) for label, found in runs.items()}
 
 
@@ -180,7 +185,7 @@ def online(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str, ob
         print(f"materialization and in-process lookups, run {rep + 1}/{repeat}", flush=True)
         home = _fresh(data / "work" / "loopml-home")
         argv = [str(LOOPML_PY), "_loopml.py", "online", str(data), str(home), str(out / "online_loopml.json")]
-        runs.setdefault("loopml", []).append(run_child("online-loopml", argv, out))
+        runs.setdefault("loopml", []).append(run_child("online-loopml", argv, out, home))
         if with_feast:
             repo = _fresh(data / "work" / "feast-repo")
             argv = [
@@ -283,6 +288,21 @@ def compare(data: Path, out: Path) -> dict[str, object]:
     return found
 
 
+def provenance() -> dict[str, object]:
+    """The commit measured and the feature-store files that differed from it (the venv runs the tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "dirty_features_files": git("status", "--short", "src/loopml/features").splitlines(),
+        "nproc": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +317,7 @@ def main() -> None:
     with_feast = not args.no_feast
     report: dict[str, object] = {"scale": args.scale, "sizes": sizes(args.scale), "repeat": args.repeat}
     report["feast_version"] = ensure_feast_venv() if with_feast else None
+    report["provenance"] = provenance()
     data = make_data(args.scale)
     out = _fresh(data / "out")
     report["historical"] = historical(data, out, args.repeat, with_feast)
