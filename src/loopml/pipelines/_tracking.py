@@ -3,7 +3,7 @@
 Step runs carry ``mlflow.parentRunId``, the step's literal parameters, its duration and
 attempts as metrics, ``loopml.pipeline.cached``, the dataset versions it read (as run
 inputs, so ``loopml.data.runs_using`` finds them) and what it produced (tags naming the
-dataset versions and the output digests). Logs and tracebacks are the step run's artifacts.
+dataset and model versions and the output digests). Logs and tracebacks are the step run's artifacts.
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class RunTracker:
         produced = [_dataset_ref(self.blobs, r) for r in outputs if r["kind"] == "dataset"]
         if produced:
             tags["loopml.pipeline.output_datasets"] = ",".join(produced)
+        for direction, refs in (("input", inputs), ("output", outputs)):
+            versions = [str(r["ref"]) for r in refs if r["kind"] == "model_version"]
+            if versions:
+                tags[f"loopml.pipeline.{direction}_model_versions"] = ",".join(versions)
         if step.error:
             tags["loopml.pipeline.error"] = step.error[-_MAX_PARAM:]
         created = self.svc.create_run(

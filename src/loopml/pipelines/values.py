@@ -53,6 +53,15 @@ def store_value(blobs: BlobStore, value: Any, *, what: str = "value") -> Ref:
     if type(value).__name__ == "DatasetVersion" and kind == "loopml":
         digest, size = _put(blobs, json_bytes(value.to_dict()))
         return {"kind": "dataset", "digest": digest, "size": size, "ref": value.ref}
+    if type(value).__name__ == "ModelVersion" and type(value).__module__.startswith("loopml.registry"):
+        doc = {"name": value.name, "version": value.version, "digest": value.digest, "run_id": value.run_id}
+        digest, size = _put(blobs, json_bytes(doc))
+        return {
+            "kind": "model_version",
+            "digest": digest,
+            "size": size,
+            "ref": f"{value.name}/{value.version}",
+        }
     if value is None or isinstance(value, bool | int | float | str | list | dict | tuple):
         try:
             data = json_bytes(value)
@@ -67,8 +76,8 @@ def _unsupported(value: Any, what: str, why: str = "") -> InvalidInput:
     reason = f" ({why})" if why else ""
     return InvalidInput(
         f"{what} is a {type(value).__module__}.{type(value).__qualname__}{reason}: return JSON values, "
-        "DataFrames, Arrow tables, NumPy arrays, dataset versions or models (scikit-learn, XGBoost, "
-        "LightGBM, ONNX)",
+        "DataFrames, Arrow tables, NumPy arrays, dataset or model versions, or models "
+        "(scikit-learn, XGBoost, LightGBM, ONNX)",
         details={"type": type(value).__qualname__},
     )
 
@@ -148,6 +157,11 @@ def load_value(blobs: BlobStore, ref: Ref) -> Any:
         from loopml.data.records import DatasetVersion
 
         return DatasetVersion.from_dict(orjson.loads(data))
+    if kind == "model_version":
+        import loopml.registry
+
+        doc = orjson.loads(data)
+        return loopml.registry.service().get_model_version(doc["name"], doc["version"])
     raise IntegrityError(f"unknown stored value kind {kind!r}; was it written by a newer loopml?")
 
 
