@@ -32,6 +32,7 @@ def loopml_process(
     ready_path: str,
     what: str,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[str]:
     """Run ``loopml ARGS`` with ``LOOPML_HOME=home`` until the block ends; yield its base URL
     once ``ready_path`` answers 200. The whole process group is stopped afterwards."""
@@ -46,6 +47,7 @@ def loopml_process(
             stdout=log,
             stderr=log,
             start_new_session=True,
+            cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,11 +63,14 @@ def loopml_process(
 
 
 @contextmanager
-def live_server(home: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``loopml server`` with ``LOOPML_HOME=home``; yield its base URL."""
+def live_server(
+    home: Path, *, workers: int = 1, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[str]:
+    """Start ``loopml server`` with ``LOOPML_HOME=home`` (in directory ``cwd``); yield its base URL."""
     port = free_port()
     args = ["server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    with loopml_process(home, args, port=port, ready_path="/health", what="loopml server", env=env) as url:
+    what = "loopml server"
+    with loopml_process(home, args, port=port, ready_path="/health", what=what, env=env, cwd=cwd) as url:
         yield url
 
 

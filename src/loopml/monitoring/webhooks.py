@@ -3,7 +3,8 @@
 A webhook URL is refused unless it is ``http(s)://`` and *every* address its host resolves
 to is public: loopback (127.0.0.0/8, ::1, ``localhost``), private (10/8, 172.16/12,
 192.168/16, fc00::/7), link-local (169.254/16 — cloud metadata — and fe80::/10),
-unspecified (0.0.0.0, ::), multicast and reserved addresses are refused, because a monitor
+unspecified (0.0.0.0, ::), multicast, reserved and any other non-global address (shared
+100.64/10, benchmarking; IPv4 inside 6to4/Teredo/mapped IPv6) are refused, because a monitor
 definition is user input and the server would otherwise POST into its own network. A
 monitor that really targets an internal receiver says so with ``allow_private_webhooks``.
 
@@ -37,8 +38,11 @@ TIMEOUT_S = 10.0
 
 
 def _kind(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return _kind(addr.ipv4_mapped)  # ::ffff:127.0.0.1 is loopback too
+    if isinstance(addr, ipaddress.IPv6Address):
+        # ::ffff:127.0.0.1 is loopback too; 6to4 and Teredo addresses carry an IPv4 one inside.
+        embedded = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
+        if embedded is not None and (kind := _kind(embedded)) is not None:
+            return kind
     for kind, flag in (
         ("loopback", addr.is_loopback),
         ("link-local", addr.is_link_local),
@@ -46,6 +50,10 @@ def _kind(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         ("multicast", addr.is_multicast),
         ("private", addr.is_private),
         ("reserved", addr.is_reserved),
+        # Shared address space (100.64/10, where some clouds keep their metadata service at
+        # 100.100.100.200), benchmarking and other special ranges are not private, but not
+        # public either.
+        ("non-public", not addr.is_global),
     ):
         if flag:
             return kind

@@ -31,7 +31,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from loopml.errors import Unavailable
+from loopml.errors import InvalidInput, Unavailable
 from loopml.server.api_v1_registry import caller
 from loopml.serving.records import BatchingConfig, DeploymentEvent, TrafficPolicy
 from loopml.serving.service import EndpointService
@@ -134,7 +134,13 @@ async def list_events(name: str, request: Request, limit: int = 100) -> JSON:
 
 @router.post("/{name}/events")
 async def record_event(name: str, body: dict[str, Any], request: Request) -> JSON:
-    event = DeploymentEvent.from_dict({**body, "endpoint": name})
+    try:
+        event = DeploymentEvent.from_dict({**body, "endpoint": name})
+    except KeyError as exc:  # was a 500: a missing field is the caller's error
+        field = str(exc.args[0])
+        raise InvalidInput(f"deployment event needs {field!r}", details={"field": field}) from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidInput(f"deployment event is malformed: {exc}", details={"field": "body"}) from None
     return (await run_in_threadpool(endpoints(request).record_event, event)).to_dict()
 
 

@@ -8,10 +8,11 @@ FastAPI routers are all covered by the same checks:
   (``localhost``, ``*.localhost``), IP literals (a rebinding attack needs a name), the host
   it is bound to, the machine's own name and ``LOOPML_ALLOWED_HOSTS`` (``*`` turns it off).
 - **Cross-site "simple" POSTs -> 415.** A browser sends ``text/plain``, form-encoded and
-  multipart POSTs to any site without asking (no CORS preflight); the JSON APIs refuse
-  them, and a POST body with no ``Content-Type`` at all. Real clients (``mlflow``, loopml's,
-  tritonclient) send ``application/json`` or a binary type. The web UI under ``/ui/`` posts
-  forms and checks its own CSRF token (:mod:`loopml.ui`), so it is exempt.
+  multipart POSTs to any site without asking (no CORS preflight); they are refused, and so
+  is a POST body with no ``Content-Type`` under ``/api/`` (``mlflow`` and loopml's clients
+  always send one; tritonclient does not, so untyped inference bodies are still served).
+  The web UI under ``/ui/`` posts forms and checks its own CSRF token (:mod:`loopml.ui`),
+  so it is exempt.
 - **Body limits -> 413.** ``LOOPML_MAX_REQUEST_BYTES`` (64 MiB) for API calls, read before
   the route sees them; ``LOOPML_MAX_UPLOAD_BYTES`` (8 GiB) for artifact and dataset uploads,
   counted as they stream. A declared ``Content-Length`` over the limit is refused unread.
@@ -82,7 +83,9 @@ def _host_name(header: str) -> str:
     """The name part of a ``Host`` header: ``[::1]:80`` -> ``::1``, ``a.b:5000`` -> ``a.b``."""
     header = header.strip()
     if header.startswith("["):
-        return _normalise(header[1 : header.find("]")] if "]" in header else header[1:])
+        literal, _, rest = header[1:].partition("]")
+        # Only a port may follow an IPv6 literal: "[::1].evil.example" is not loopback.
+        return _normalise(literal) if not rest or re.fullmatch(r":\d*", rest) else ""
     if header.count(":") == 1:
         header = header.split(":", 1)[0]
     return _normalise(header)

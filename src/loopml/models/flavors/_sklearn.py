@@ -7,6 +7,7 @@ else is refused before it is deserialised.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,13 @@ def load_skops(path: Path, also_trusted: frozenset[str] = frozenset()) -> Predic
     caller's fixed ``also_trusted`` names); the file's own list of trusted types is never used."""
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:  # was a 500 on a non-skops file
+        raise InvalidInput(
+            f"{path.name} is not a skops file ({exc}); it was not loaded. Log the model again",
+            details={"field": "model", "file": path.name},
+        ) from None
     refused = [t for t in refused_types(untrusted) if t not in also_trusted]
     if refused:
         raise PermissionDenied(
