@@ -1,4 +1,5 @@
-"""One behavioural suite for every online store: SQLite (default) and Redis (a real redis-server)."""
+"""One behavioural suite for every online store: SQLite (default), Redis (a real redis-server) and
+PostgreSQL (a real server)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,20 @@ from loopml.features.online import (
 )
 from loopml.features.online_redis import RedisOnlineStore
 from loopml.features.online_sqlite import SqliteOnlineStore
+from loopml.features.postgres import PostgresOnlineStore
 
 HOUR = 3_600_000_000
 T0 = to_utc_micros("2024-03-01T00:00:00Z")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
     if request.param == "sqlite":
         backend: OnlineStore = SqliteOnlineStore(tmp_path / "online.db")
-    else:
+    elif request.param == "redis":
         backend = RedisOnlineStore(request.getfixturevalue("redis_url"))
+    else:
+        backend = PostgresOnlineStore(request.getfixturevalue("postgres_url"))
     yield backend
     backend.close()
 

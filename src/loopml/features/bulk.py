@@ -55,7 +55,8 @@ def _json_value(name: str, dtype: str, duck_type: str) -> str:
     col = q(name)
     if dtype in ("float32", "float64"):
         x = f"CAST({col} AS DOUBLE)"
-        special = f"CASE WHEN isnan({x}) THEN 'NaN' WHEN {x} > 0 THEN 'Infinity' ELSE '-Infinity' END"
+        special = f"CASE WHEN isnan({x}) THEN 'NaN' WHEN {x} > 0 THEN 'Infinity' "
+        special += f"WHEN {x} < 0 THEN '-Infinity' END"  # and NULL for NULL
         return f"CASE WHEN isfinite({x}) THEN CAST({x} AS VARCHAR) ELSE {special} END"
     if dtype in ("int32", "int64"):
         return f"CAST({col} AS VARCHAR)"

@@ -228,7 +228,8 @@ def _status(
 
 
 def open_online_store(url: str | None = None, *, home: str | Path | None = None) -> OnlineStore:
-    """The online store a URL names: ``redis://...``, ``sqlite:///path`` or, by default, SQLite.
+    """The online store a URL names: ``redis://...``, ``postgresql://...``, ``sqlite:///path`` or,
+    by default, SQLite.
 
     The default is ``online.db`` under ``home`` (``$LOOPML_HOME``). Backends are imported only
     when named, so the redis client is never loaded for a SQLite store.
@@ -239,13 +240,18 @@ def open_online_store(url: str | None = None, *, home: str | Path | None = None)
         from loopml.features.online_redis import RedisOnlineStore
 
         return RedisOnlineStore(url)
+    if url and url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        from loopml.features.postgres import PostgresOnlineStore
+
+        return PostgresOnlineStore(url)
     from loopml.features.online_sqlite import SqliteOnlineStore
 
     if url and url.startswith("sqlite:///"):
         return SqliteOnlineStore(url.removeprefix("sqlite:///"))
     if url:
         raise InvalidInput(
-            f"online store URL {url!r} is not supported; use sqlite:///PATH or redis://HOST:PORT/DB",
+            f"online store URL {url!r} is not supported; use sqlite:///PATH, redis://HOST:PORT/DB "
+            "or postgresql://USER@HOST:PORT/DB",
             details={"field": "online_store", "value": url},
         )
     return SqliteOnlineStore(Path(home or ".loopml") / "online.db")

@@ -83,11 +83,19 @@ class DetachedSource(Source):
         return dict(self._spec)
 
 
-# Source kinds registered by other modules (e.g. PostgreSQL): kind -> builder(spec, view name).
+def _postgres(spec: dict[str, Any], _view: str) -> Source:
+    # Imported only when a registered view reads PostgreSQL, so psycopg loads only then.
+    from loopml.features.postgres import PostgresSource
+
+    return PostgresSource(spec["url"], table=spec.get("table"), query=spec.get("query"))
+
+
+# How each source kind is rebuilt from its spec: kind -> builder(spec, view name).
 SOURCE_BUILDERS: dict[str, Callable[[dict[str, Any], str], Source]] = {
     "file": lambda spec, _view: FileSource(spec["path"], spec["format"]),
     "sql": lambda spec, _view: SqlSource(spec["query"]),
     "dataframe": lambda spec, view: DetachedSource(spec, view),
+    "postgres": _postgres,
 }
 
 

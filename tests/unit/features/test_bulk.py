@@ -32,9 +32,9 @@ FIELDS = [
 CITIES = ["oslo", 'qu"ote', "back\\slash", "zürich", "東京", "tab\there", ""]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    url = None if request.param == "sqlite" else request.getfixturevalue(f"{request.param}_url")
     backend = open_online_store(url, home=tmp_path)
     backend.delete("typed")
     yield backend
@@ -45,6 +45,7 @@ def _rows(n: int = 400, seed: int = 3) -> pa.Table:
     rng = np.random.default_rng(seed)
     f64 = rng.standard_normal(n) * 10.0 ** rng.integers(-200, 200, n)
     f64[:4] = [math.nan, math.inf, -math.inf, 0.1]
+    f32 = pa.array(rng.standard_normal(n), pa.float32(), mask=np.arange(n) % 11 == 0)
     event = T0.value // 1000 + rng.integers(0, 48 * 60, n) * 60_000_000  # epoch microseconds
     us = pa.timestamp("us", tz="UTC")
     return pa.table(
@@ -55,8 +56,8 @@ def _rows(n: int = 400, seed: int = 3) -> pa.Table:
             "created": pa.array(event + rng.integers(0, 2, n) * 1_000_000, pa.timestamp("us")),
             "i32": pa.array(rng.integers(-(2**31), 2**31 - 1, n), pa.int32()),
             "i64": pa.array(rng.integers(-(2**62), 2**62, n)),
-            "f32": pa.array(rng.standard_normal(n), pa.float32()),
-            "f64": pa.array(f64),
+            "f32": f32,
+            "f64": pa.array(f64, mask=np.arange(n) % 13 == 5),
             "s": pa.array([None if i % 7 == 0 else f'v"{i}\\ü\n' for i in range(n)]),
             "b": pa.array([None if i % 5 == 0 else bool(i % 2) for i in range(n)]),
             "raw": pa.array([bytes([i % 256, 0, 255]) for i in range(n)]),

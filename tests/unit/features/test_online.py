@@ -165,7 +165,7 @@ def test_bad_online_requests_name_what_is_wrong(store: OnlineStore) -> None:
 
 
 def test_an_unknown_online_store_url_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="sqlite:///PATH or redis://"):
+    with pytest.raises(InvalidInput, match="sqlite:///PATH, redis://"):
         open_online_store("mongodb://x")
     open_online_store(f"sqlite:///{tmp_path / 'o.db'}").close()
     assert (tmp_path / "o.db").exists()
