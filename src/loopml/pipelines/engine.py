@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopml.config import Settings
-from loopml.errors import InvalidInput, LoopmlError
+from loopml.errors import IntegrityError, InvalidInput, LoopmlError
 from loopml.pipelines._tracking import RunTracker
 from loopml.pipelines.dsl import Graph, Node, Output, Pipeline, handles_in
 from loopml.pipelines.executors import Executor, open_executor
@@ -261,8 +261,13 @@ class _Runner:
                 while self.queue and len(self.running) < self.ex.slots and self.failed is None:
                     self._start(self.queue.pop(0))
             if not self.running:
-                if self.failed is None and (self.pending or self.queue):
+                if self.failed is None and self.queue:
                     continue
+                if self.failed is None and self.pending:
+                    if any(all(d in self.outputs for d in n.deps) for n in self.pending):
+                        continue
+                    stuck = ", ".join(n.name for n in self.pending)
+                    raise IntegrityError(f"steps {stuck} wait for outputs no step will produce")
                 return
             done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
             for future in done:
