@@ -17,6 +17,8 @@ from loopml.features.definitions import DataFrameSource, Entity, FeatureService,
 from loopml.features.registry import FeatureRegistry
 from loopml.monitoring.local import LocalMonitorService
 from loopml.monitoring.monitors import Monitor
+from loopml.pipelines import engine as pipeline_engine
+from loopml.pipelines import pipeline, step
 from loopml.registry.local import LocalRegistryService
 from loopml.serving.local import LocalEndpointService
 from loopml.serving.predlog import PredictionLog
@@ -39,6 +41,7 @@ class Seeded:
     endpoint: str
     dataset: str
     monitor: str
+    pipeline_run: str
 
 
 def png(width: int = 4, height: int = 3) -> bytes:
@@ -158,6 +161,31 @@ def _monitoring(settings: Settings) -> str:
     return "churn-drift"
 
 
+@step
+def make_numbers(n: int) -> list[int]:
+    print(f"making {n} numbers")
+    return list(range(n))
+
+
+@step
+def add_up(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@pipeline
+def ui_flow(n: int = 5) -> int:
+    return add_up(make_numbers(n))
+
+
+def _pipelines(settings: Settings) -> str:
+    """Two runs of a two-step pipeline; the second hits the cache for both steps."""
+    try:
+        ui_flow.run({"n": 5}, settings=settings, executor="inprocess")
+        return ui_flow.run({"n": 5}, settings=settings, executor="inprocess").run_id  # type: ignore[no-any-return]
+    finally:
+        pipeline_engine.reset()
+
+
 def seed(home: Path) -> Seeded:
     """Everything the UI tests look at, in a fresh ``home``."""
     settings = Settings.load(env={"LOOPML_HOME": str(home), "LOOPML_USER": "seeder"})
@@ -175,4 +203,5 @@ def seed(home: Path) -> Seeded:
     tracking.close()
     _features(settings)
     monitor = _monitoring(settings)
-    return Seeded(exp, ids, names, "churn", request_id, "churn-api", "churn", monitor)
+    pipeline_run = _pipelines(settings)
+    return Seeded(exp, ids, names, "churn", request_id, "churn-api", "churn", monitor, pipeline_run)

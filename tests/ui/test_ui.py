@@ -38,8 +38,10 @@ def _pages(site: Site) -> list[tuple[str, str, int]]:
         (f"/ui/endpoints/{d.endpoint}", "Traffic split", 1),
         ("/ui/monitoring", d.monitor, 0),
         (f"/ui/monitoring/{d.monitor}", "Drift per feature over time", 2),
-        ("/ui/pipelines", "Pipelines", 0),
+        ("/ui/pipelines", "ui_flow", 0),
+        (f"/ui/pipelines?run={d.pipeline_run}", "make_numbers", 1),
         ("/ui/audit", "Audit log", 0),
+        ("/ui/audit?verify=1", "Chain intact", 0),
     ]
 
 
@@ -204,3 +206,33 @@ def test_artifacts_preview_safely(site: Site, watched: tuple[Any, Watch]) -> Non
         page.click("a.button")
     assert download.value.suggested_filename == "report.html"
     assert page.evaluate("window.__pwned === undefined")
+
+
+def test_a_pipeline_run_shows_its_steps_and_cache_hits(site: Site, watched: tuple[Any, Watch]) -> None:
+    page, _ = watched
+    page.goto(f"{site.url}/ui/pipelines")
+    page.click(f"a[href='/ui/pipelines?run={site.data.pipeline_run}']")
+    rows = page.locator("table.steps tbody tr").all_inner_texts()
+    assert [r.split("\t")[0] for r in rows] == ["make_numbers", "add_up"]
+    assert all("hit" in r for r in rows)  # the second run reused both steps' outputs
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 1")
+
+
+def test_the_audit_log_lists_ui_actions_and_verifies_its_chain(
+    site: Site, watched: tuple[Any, Watch]
+) -> None:
+    page, _ = watched
+    with httpx.Client(base_url=site.url) as client:  # one audited change through the UI's own form
+        client.get("/ui/models")
+        token = client.cookies["loopml_csrf"]
+        r = client.post(
+            f"/ui/endpoints/{site.data.endpoint}/split",
+            data={"csrf_token": token, "percent": "5", "canary_uri": "models:/churn/2"},
+        )
+        assert r.status_code == 303
+    page.goto(f"{site.url}/ui/audit")
+    assert "POST /ui/endpoints/{name}/split" in page.inner_text("table.audit")
+    page.click("#verify-chain")
+    assert "Chain intact" in page.inner_text("#verify-result")
+    page.goto(f"{site.url}/ui/audit?target=nothing-like-this")
+    assert "No audit entries match" in page.content()

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from loopml.config import Settings
 from loopml.errors import LoopmlError
-from loopml.ui import artifacts, data, endpoints, ops, registry, runs
+from loopml.ui import artifacts, data, endpoints, ops, pipelines, registry, runs
 from loopml.ui._common import STATIC_DIR, page
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -40,7 +40,7 @@ def create_ui(app_state: object, settings: Settings) -> FastAPI:
     ui.state = app_state  # type: ignore[assignment]  # the server's services, shared
     ui.state.ui_settings = settings
     ui.state.static_versions = {name: _version_of(p) for name, p in STATIC_FILES.items()}
-    for module in (runs, artifacts, registry, data, endpoints, ops):
+    for module in (runs, artifacts, registry, data, endpoints, ops, pipelines):
         ui.include_router(module.router)
     ui.add_api_route("/static/{name}", _static, methods=["GET"])
     ui.add_exception_handler(LoopmlError, _error_page)  # type: ignore[arg-type]

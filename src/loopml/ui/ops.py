@@ -1,5 +1,5 @@
-"""Monitoring (drift over time, reference vs current histograms, performance, alerts), and the
-pipelines and audit pages, which explain how to start until those capabilities have data."""
+"""Monitoring: drift per feature over time, reference vs current histograms, performance once
+labels arrive, and alerts."""
 
 from __future__ import annotations
 
@@ -95,35 +95,4 @@ def monitor_page(request: Request, name: str) -> Response:
         histograms=histograms,
         latest=latest,
         alerts=svc.list_alerts(monitor=name, limit=100),
-    )
-
-
-@router.get("/pipelines")
-def pipelines(request: Request) -> Response:
-    return empty_state(
-        request,
-        "pipelines",
-        "Pipelines",
-        [
-            "Pipelines (steps, DAGs, caching, retries, schedules and triggers) are arriving in this "
-            "release; this page will list their runs, the DAG with each step's status, cache hits, "
-            "durations and logs.",
-            "Until then, retraining triggers raised by monitors are listed on the Monitoring page.",
-        ],
-        ["loopml monitor create ... --pipeline retrain"],
-    )
-
-
-@router.get("/audit")
-def audit(request: Request) -> Response:
-    return empty_state(
-        request,
-        "audit",
-        "Audit log",
-        [
-            "The hash-chained audit log of every mutation arrives with governance (users, tokens, "
-            "roles). Until then, model stage transitions and approvals are on each model's page, "
-            "and endpoint changes on each endpoint's page.",
-        ],
-        ["loopml models show churn", "loopml endpoints show churn"],
     )

@@ -12,6 +12,10 @@ from loopml.registry.records import RequestStatus
 from loopml.registry.service import RegistryService
 from loopml.ui._common import check_csrf, empty_state, page
 
+# The request scope key loopml.server.auth stores the verified user under (the UI sits below the
+# server and does not import it).
+SCOPE_USER = "loopml.user"
+
 router = APIRouter()
 
 
@@ -22,7 +26,7 @@ def _svc(request: Request) -> RegistryService:
 
 def acting_user(request: Request) -> str | None:
     """The signed-in user when an auth layer set one on the request, else the server's user."""
-    user = getattr(request.state, "user", None)
+    user = request.scope.get(SCOPE_USER)  # set by the auth middleware from the verified token
     return user if isinstance(user, str) and user else None
 
 

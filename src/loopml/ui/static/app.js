@@ -38,6 +38,17 @@
       const traces = Object.entries(d.series).map(([name, ys]) => ({ x: times, y: ys, name, mode: "lines+markers" }));
       Plotly.react(el, traces, { ...layoutBase, height: 320 }, config);
     },
+    timeline(el, d) {
+      const colors = { FINISHED: "#1c7c4a", SUCCEEDED: "#1c7c4a", FAILED: "#b42318", RUNNING: "#2f5bd3" };
+      const steps = d.steps;
+      Plotly.react(el, [{
+        type: "bar", orientation: "h", y: steps.map((s) => s.step), base: steps.map((s) => s.start),
+        x: steps.map((s) => Math.max(s.duration, 0.001)),
+        marker: { color: steps.map((s) => (s.cached ? "#9aa3b5" : colors[String(s.status).toUpperCase()] || "#a15c00")) },
+        text: steps.map((s) => `${s.status}${s.cached ? " (cached)" : ""}`), hoverinfo: "y+x+text",
+      }], { ...layoutBase, showlegend: false, height: 80 + 28 * steps.length,
+        xaxis: { title: { text: "seconds since the run started" } }, yaxis: { autorange: "reversed" } }, config);
+    },
     hist2(el, f) {
       let x;
       if (f.categories && f.categories.length) {
