@@ -15,6 +15,8 @@ cached; after a failed gate they pass the verdict through without acting.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from loopml.data.records import DatasetVersion
@@ -145,11 +147,11 @@ def ct_deploy(registered: Json, config: Json) -> Json:
     import loopml.registry
 
     mv = loopml.registry.service().get_model_version(cfg.model_name, registered["version"])
-    endpoints, _live = services(cfg)
     import time
 
     since = int(time.time() * 1000)
-    policy = rollout.deploy(mv, cfg, endpoints)
+    with services(cfg) as (endpoints, _live):
+        policy = rollout.deploy(mv, cfg, endpoints)
     return {**registered, "status": "deployed", "since_ms": since, "variants": len(policy.variants)}
 
 
@@ -167,22 +169,27 @@ def ct_decide(deployed: Json, config: Json) -> Json:
     if deployed["status"] != "deployed":
         return deployed
     mv = loopml.registry.service().get_model_version(cfg.model_name, deployed["version"])
-    endpoints, live = services(cfg)
-    decision = rollout.decide(mv, cfg, endpoints, live, since_ms=deployed["since_ms"])
+    with services(cfg) as (endpoints, live):
+        decision = rollout.decide(mv, cfg, endpoints, live, since_ms=deployed["since_ms"])
     return {**deployed, "status": decision.status, "reason": decision.reason}
 
 
-def services(config: CTConfig) -> tuple[EndpointService, Any]:
+@contextmanager
+def services(config: CTConfig) -> Iterator[tuple[EndpointService, Any]]:
     """The endpoints service (and live statistics) of ``config.serving_url``, else the SDK's."""
     if config.serving_url:
         from loopml.client.http_serving import HttpEndpointService
 
         svc = HttpEndpointService(config.serving_url, retries=2)
-        return svc, svc
+        try:
+            yield svc, svc
+        finally:
+            svc.close()
+        return
     import loopml.serving
 
     local = loopml.serving.service()
-    return local, local if hasattr(local, "traffic") else None
+    yield local, local if hasattr(local, "traffic") else None
 
 
 def build_pipeline(name: str = "continuous-training", **replace: Step[..., Any]) -> Pipeline:
