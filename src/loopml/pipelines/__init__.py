@@ -2,14 +2,15 @@
 and triggers.
 
     import pandas as pd
-    from loopml.pipelines import pipeline, step
+    from loopml.pipelines import StepContext, pipeline, step
 
     @step
     def load(n: int) -> pd.DataFrame:
         return pd.DataFrame({"x": range(n)})
 
     @step(retries=2, backoff_s=0.5)
-    def total(frame: pd.DataFrame) -> float:
+    def total(frame: pd.DataFrame, ctx: StepContext) -> float:
+        ctx.log_metric("rows", len(frame))   # on the step's nested tracking run
         return float(frame["x"].sum())
 
     @step
@@ -42,7 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from loopml.config import Settings
-from loopml.pipelines.dsl import Output, Pipeline, Step, pipeline, step
+from loopml.pipelines.dsl import Output, Pipeline, Step, StepContext, pipeline, step
 from loopml.pipelines.engine import PipelineFailed, PipelineResult, context, run_pipeline
 from loopml.pipelines.records import Definition, PipelineRunRecord, StepRecord, TriggerRecord
 
@@ -54,6 +55,7 @@ __all__ = [
     "PipelineResult",
     "PipelineRunRecord",
     "Step",
+    "StepContext",
     "StepRecord",
     "TriggerRecord",
     "get_run",

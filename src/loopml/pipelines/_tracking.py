@@ -23,6 +23,7 @@ from loopml.tracking.service import TrackingService
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 _MAX_PARAM = 6000
+LOG_STREAMS = ("stdout", "stderr", "traceback")
 
 
 class RunTracker:
@@ -80,18 +81,24 @@ class RunTracker:
                 tags[f"loopml.pipeline.{direction}_model_versions"] = ",".join(versions)
         if step.error:
             tags["loopml.pipeline.error"] = step.error[-_MAX_PARAM:]
+        recorded = _recorded(self.blobs, step.logs.get("context"))
+        tags.update(recorded.get("tags", {}))
         created = self.svc.create_run(
             self.experiment_id, run_name=step.step, start_time=step.started_at, tags=tags
         )
         run_id = created.info.run_id
-        params = [Param(k, _text(v)) for k, v in sorted(literals.items())]
-        if params:
-            self.svc.log_batch(run_id, params=params)
+        values = {**{k: _text(v) for k, v in literals.items()}, **recorded.get("params", {})}
+        params = [Param(k, v) for k, v in sorted(values.items())]
+        at = step.finished_at or 0
+        metrics = [(k, float(v), at, 0) for k, v in sorted(recorded.get("metrics", {}).items())]
+        if params or metrics:
+            self.svc.log_batch(run_id, metrics=metrics, params=params)
         datasets = [_dataset(self.blobs, r) for r in inputs if r["kind"] == "dataset"]
         if datasets:
             self.svc.log_inputs(run_id, [dataset_input(dv, "pipeline") for dv in datasets])
         for name, digest in step.logs.items():
-            self.svc.put_artifact(run_id, f"logs/{name}.txt", io.BytesIO(self.blobs.read_bytes(digest)))
+            if name in LOG_STREAMS:
+                self.svc.put_artifact(run_id, f"logs/{name}.txt", io.BytesIO(self.blobs.read_bytes(digest)))
         status = "FAILED" if step.status == "FAILED" else "FINISHED"
         self.svc.update_run(run_id, status=status, end_time=step.finished_at)
         return run_id
@@ -100,6 +107,14 @@ class RunTracker:
         self.svc.update_run(
             self.parent, status="FINISHED" if status == "SUCCEEDED" else "FAILED", end_time=end_time
         )
+
+
+def _recorded(blobs: BlobStore, digest: str | None) -> dict[str, Any]:
+    """What the step recorded through its StepContext (stored beside its logs)."""
+    if digest is None:
+        return {}
+    loaded: dict[str, Any] = orjson.loads(blobs.read_bytes(digest))
+    return loaded
 
 
 def _text(value: Any) -> str:

@@ -111,6 +111,57 @@ def handles_in(value: Any) -> list[Output]:
     return []
 
 
+class StepContext:
+    """What a running step records on its own (nested) tracking run: metrics, params, tags.
+
+    Declare a parameter annotated ``StepContext`` and the engine passes one (it is not an
+    input: callers leave it out). Works the same on every executor; a cached step's run gets
+    what the execution it reuses recorded.
+
+    >>> @step
+    ... def train(n: int, ctx: StepContext) -> int:
+    ...     ctx.log_metric("auc", 0.91)
+    ...     return n
+    >>> train(3)
+    3
+    """
+
+    def __init__(self, step: str, attempt: int = 1) -> None:
+        self.step = step
+        self.attempt = attempt
+        self.metrics: dict[str, float] = {}
+        self.params: dict[str, str] = {}
+        self.tags: dict[str, str] = {}
+
+    def log_metric(self, key: str, value: float) -> None:
+        self.metrics[key] = float(value)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.log_metric(key, value)
+
+    def log_param(self, key: str, value: object) -> None:
+        self.params[key] = str(value)
+
+    def set_tag(self, key: str, value: object) -> None:
+        self.tags[key] = str(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "params": self.params, "tags": self.tags}
+
+
+def _context_param(fn: Callable[..., Any]) -> str | None:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        ann = hints.get(name, param.annotation)
+        if ann is StepContext or ann == "StepContext":
+            return name
+    return None
+
+
 class Step(Generic[P, R]):
     """A pipeline step: a typed function plus how to run it (cache, retries).
 
@@ -137,6 +188,9 @@ class Step(Generic[P, R]):
         self.max_backoff_s = max_backoff_s
         self.signature = inspect.signature(fn)
         self.n_outputs = _count_outputs(fn)
+        self.context_param = _context_param(fn)
+        params = [p for p in self.signature.parameters.values() if p.name != self.context_param]
+        self.inputs_signature = self.signature.replace(parameters=params)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -155,20 +209,25 @@ class Step(Generic[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         graph: Graph | None = getattr(_building, "graph", None)
         if graph is None:
-            return self.fn(*args, **kwargs)
+            return self.fn(*args, **self._with_context(kwargs))
         return self._add(graph, args, kwargs, None, _call_site(1))
+
+    def _with_context(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.context_param is None or self.context_param in kwargs:
+            return kwargs
+        return {**kwargs, self.context_param: StepContext(self.name)}
 
     def map(self, items: Any, /, **kwargs: Any) -> Any:
         """Run the step once per item of ``items`` (a list, or another step's list output),
         passed as its first parameter not in ``kwargs``; the result is the list of outputs."""
         graph: Graph | None = getattr(_building, "graph", None)
         site = _call_site(1)
-        free = [p for p in self.signature.parameters if p not in kwargs]
+        free = [p for p in self.inputs_signature.parameters if p not in kwargs]
         if not free:
             raise InvalidInput(f"{self.name}.map at {site}: every parameter is already given")
         if graph is None:
             fn: Callable[..., Any] = self.fn
-            return [fn(**{free[0]: item, **kwargs}) for item in items]
+            return [fn(**self._with_context({free[0]: item, **kwargs})) for item in items]
         if not isinstance(items, Output | list | tuple):
             raise InvalidInput(
                 f"{self.name}.map at {site}: map over a list or a step's output, "
@@ -181,7 +240,7 @@ class Step(Generic[P, R]):
         self, graph: Graph, args: Sequence[Any], kwargs: dict[str, Any], mapped: str | None, site: str
     ) -> Any:
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.inputs_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidInput(
                 f"step {self.name!r} called at {site}: {exc}", details={"step": self.name, "where": site}

@@ -365,8 +365,10 @@ class _Runner:
             return
         self.store.save_step(step, new=True)
         s = unit.node.step
-        task = Task(unit.label, s.fn, unit.args, 1 if unit.parent else s.n_outputs,
-                    self.store.artifact_root, s.retries, s.backoff_s, s.max_backoff_s)  # fmt: skip
+        task = Task(
+            unit.label, s.fn, unit.args, 1 if unit.parent else s.n_outputs, self.store.artifact_root,
+            s.retries, s.backoff_s, s.max_backoff_s, s.context_param,
+        )  # fmt: skip
         self.running[self.ex.submit(task)] = (unit, step)
 
     def _lookup(self, unit: _Unit, key: str) -> tuple[StepRecord | None, str]:

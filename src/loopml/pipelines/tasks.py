@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopml.errors import InvalidInput
-from loopml.pipelines.values import Ref, load_value, store_value
+from loopml.pipelines.dsl import StepContext
+from loopml.pipelines.values import Ref, json_bytes, load_value, store_value
 from loopml.store.blobs import BlobStore, open_blob_store
 
 _stores: dict[str, BlobStore] = {}
@@ -44,6 +45,7 @@ class Task:
     retries: int = 0
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+    context_param: str | None = None
 
 
 @dataclass
@@ -94,12 +96,18 @@ def execute_task(task: Task) -> TaskResult:
         result.attempts = attempt
         if attempt > 1:
             err.write(f"--- attempt {attempt} of {task.retries + 1} after {delay:.3g}s ---\n")
+        ctx = StepContext(task.key, attempt)
         try:
             kwargs = _arguments(blobs, task.args)
+            if task.context_param:
+                kwargs[task.context_param] = ctx
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 value = task.fn(**kwargs)
             result.outputs = _outputs(blobs, task, value)
             result.ok, result.error = True, None
+            if task.context_param and (ctx.metrics or ctx.params or ctx.tags):
+                data = json_bytes(ctx.to_dict())
+                result.logs["context"] = blobs.put_hashed(data, hashlib.sha256(data).hexdigest())[0]
             break
         except Exception:
             result.error = traceback.format_exc()

@@ -10,7 +10,7 @@ import pytest
 
 from loopml.config import Settings
 from loopml.errors import InvalidInput
-from loopml.pipelines import Pipeline, PipelineFailed, get_run, pipeline, resume, step
+from loopml.pipelines import Pipeline, PipelineFailed, StepContext, get_run, pipeline, resume, step
 from loopml.pipelines.engine import context
 
 FLOW = """
@@ -289,3 +289,27 @@ def test_fan_out_over_an_upstream_list(settings: Settings) -> None:
     result = fan.run({}, settings=settings)
     assert result.value == 1 + 2 + 3 + 4
     assert result.output("add") == [1, 2, 3, 4]
+
+
+@step
+def measured(n: int, ctx: StepContext) -> int:
+    ctx.log_metric("rows", n * 10)
+    ctx.log_param("source", "synthetic")
+    ctx.set_tag("quality", "ok")
+    return n
+
+
+def test_a_step_records_metrics_params_and_tags_on_its_run(settings: Settings) -> None:
+    @pipeline
+    def p(n: int = 3) -> int:
+        return measured(n)
+
+    _, tracking = context(settings)
+    for cached in (False, True):  # a cached step's run shows what the reused execution recorded
+        result = p.run({}, settings=settings)
+        step_run = tracking.get_run(result.record.steps[0].tracking_run_id or "")
+        assert step_run.metrics["rows"].value == 30.0
+        assert step_run.params == {"n": "3", "source": "synthetic"}
+        assert step_run.tags["quality"] == "ok"
+        assert step_run.tags["loopml.pipeline.cached"] == str(cached).lower()
+    assert measured(2) == 2  # outside a pipeline the context is supplied too
