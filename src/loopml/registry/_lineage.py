@@ -42,7 +42,7 @@ class LineageMixin:
             model=mv,
             run=None if run is None else self._run_lineage(run),
             datasets=[] if run is None else [self._dataset(i) for i in run.inputs],
-            features=_features(manifest.get("feature_service")),
+            features=_features(manifest.get("feature_service")) or self._dataset_features(run),
             signature=manifest.get("signature"),
             flavor=manifest.get("flavor"),
         )
@@ -104,6 +104,19 @@ class LineageMixin:
             dv.num_rows,
             [f"{f.name}: {f.type}" for f in dv.schema],
         )
+
+    def _dataset_features(self, run: Run | None) -> list[str]:
+        """The feature definitions recorded on the run's training sets (the ``loopml.features``
+        tag that loopml.features.training.register_training_set writes)."""
+        lines: list[str] = []
+        for given in [] if run is None else run.inputs:
+            dv = self.data.get_by_digest(given.digest)
+            try:
+                found = orjson.loads(dv.tags.get("loopml.features", "[]")) if dv is not None else []
+            except orjson.JSONDecodeError:
+                continue
+            lines += [str(x) for x in found if str(x) not in lines] if isinstance(found, list) else []
+        return lines
 
     def _manifest(self, mv: ModelVersion) -> dict[str, Any]:
         """The loopml model manifest of the version, or {} when the model was not logged by loopml."""
