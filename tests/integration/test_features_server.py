@@ -60,6 +60,8 @@ def generated(seed: int = 3, rows: int = 400, t0: pd.Timestamp = T0) -> pd.DataF
             "rate": rng.random(rows),
             "trips": rng.integers(0, 1000, rows),
             "city": rng.choice(["berlin", "paris", "rome"], rows),
+            "blob": [bytes([i % 256, 0]) for i in range(rows)],
+            "seen": event,
         }
     )
     # Driver 0 only has an old row (outside the 2-day ttl at NOW).
@@ -72,7 +74,13 @@ def definitions(source: Path) -> list[object]:
     stats = FeatureView(
         "stats",
         entities=[driver],
-        fields=[Field("rate", "float64"), Field("trips", "int64"), Field("city", "string")],
+        fields=[
+            Field("rate", "float64"),
+            Field("trips", "int64"),
+            Field("city", "string"),
+            Field("blob", "bytes"),
+            Field("seen", "timestamp"),
+        ],
         source=FileSource(source),
         ttl=timedelta(days=2),
     )
@@ -166,7 +174,7 @@ def test_unknown_names_are_404_naming_the_known_ones(fs: FeatureStoreService) ->
     assert service.value.details["known"] == ["churn"]
     with pytest.raises(NotFound, match="known: adjusted, stats"):
         fs.get_online_features([{"driver_id": 1}], ["statz:rate"], now=NOW)
-    with pytest.raises(NotFound, match="known: rate, trips, city"):
+    with pytest.raises(NotFound, match="known: rate, trips, city, blob, seen"):
         fs.get_online_features([{"driver_id": 1}], ["stats:speed"], now=NOW)
     with pytest.raises(NotFound, match=r"'rider_id'.*known join keys: driver_id"):
         fs.get_online_features([{"driver_id": 1, "rider_id": 2}], ["stats:rate"], now=NOW)
@@ -196,13 +204,19 @@ def test_push_newer_wins_and_reads_back(fs: FeatureStoreService) -> None:
             "rate": [0.25],
             "trips": [3],
             "city": ["oslo"],
+            "blob": [b"\x00\xff"],
+            "seen": [pd.Timestamp("2024-03-06 23:59:59.123456", tz="America/New_York")],
         }
     )
     assert fs.push("stats", newer) == 1
     older = newer.assign(event_timestamp=[NOW - pd.Timedelta(hours=5)], rate=[0.99])
     assert fs.push("stats", older) == 0
-    got = fs.get_online_features([{"driver_id": driver}], ["stats:rate", "stats:city"], now=NOW)
+    got = fs.get_online_features(
+        [{"driver_id": driver}], ["stats:rate", "stats:city", "stats:blob", "stats:seen"], now=NOW
+    )
     assert (got.values["rate"], got.values["city"], got.statuses["rate"]) == ([0.25], ["oslo"], ["present"])
+    assert got.values["blob"] == [b"\x00\xff"]  # bytes and times come back typed, over HTTP too
+    assert got.values["seen"] == [pd.Timestamp("2024-03-07 04:59:59.123456", tz="UTC").to_pydatetime()]
 
 
 def test_definitions_list_and_show(fs: FeatureStoreService) -> None:
@@ -210,7 +224,13 @@ def test_definitions_list_and_show(fs: FeatureStoreService) -> None:
     assert {("entity", "driver"), ("feature_view", "stats"), ("feature_service", "churn")} <= kinds
     assert [r.name for r in fs.list_definitions("feature_service")] == ["churn"]
     record = fs.get_definition("feature_view", "stats")
-    assert record.version == 1 and [f["name"] for f in record.spec["fields"]] == ["rate", "trips", "city"]
+    assert record.version == 1 and [f["name"] for f in record.spec["fields"]] == [
+        "rate",
+        "trips",
+        "city",
+        "blob",
+        "seen",
+    ]
     with pytest.raises(NotFound, match="has no version 9; latest is 1"):
         fs.get_definition("feature_view", "stats", 9)
     described = fs.describe_service("churn")
