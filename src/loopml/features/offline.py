@@ -312,7 +312,7 @@ def _view_sql(src: str, plan: _Plan) -> str:
     """One view's ASOF join: the latest row at or before each entity time, then the ttl check."""
     view = _feature_view(plan)
     keys = [_q(k) for k in view.join_keys]
-    feats = [f"{_q(f)} AS {_q(f'__f{n}')}" for n, f in enumerate(plan.features)]
+    feats = [f"{_feature(view, f)} AS {_q(f'__f{n}')}" for n, f in enumerate(plan.features)]
     event = _utc(view.timestamp_field)
     rows = f"SELECT {', '.join(keys)}, {event} AS {_TS}, "
     rows += f"{', '.join(feats)} FROM {src}"
@@ -326,6 +326,14 @@ def _view_sql(src: str, plan: _Plan) -> str:
         f"CASE WHEN {fresh} THEN v.{_q(f'__f{n}')} END AS {_q(out)}" for n, out in enumerate(plan.outputs)
     ]
     return f"SELECT e.{_ROW}, {', '.join(values)} FROM __loopml_e e ASOF LEFT JOIN ({rows}) v ON {on}"
+
+
+def _feature(view: FeatureView, name: str) -> str:
+    """A feature column as the online path returns it: a timestamp feature as UTC microseconds
+    with its zone (a naive one is UTC), whatever its precision and zone in the source."""
+    if view.field(name).dtype == "timestamp":
+        return f"CAST({_q(name)} AS TIMESTAMPTZ)"
+    return _q(name)
 
 
 def _fresh(ttl: timedelta | None) -> str:
