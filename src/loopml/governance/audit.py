@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from loopml.store.db import Database, add_write_hook
 from loopml.store.schema import audit_log
@@ -144,13 +144,22 @@ def record(db: Database, ctx: AuditContext, outcome: str) -> AuditEntry:
         _current.reset(token)
 
 
+_COLUMNS = (
+    "seq", "time", "actor", "token_id", "action", "target", "outcome", "before", "after",
+    "request_id", "client", "prev_hash", "hash",
+)  # fmt: skip
+# Hand-written SQL: this runs in every audited write transaction, and building Core statements
+# cost more than the rest of a metric batch.
+_LAST = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_INSERT = f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
 def append(db: Database, conn: Connection, ctx: AuditContext, outcome: str) -> AuditEntry:
     """Append an entry for ``ctx`` inside the write transaction ``conn``."""
     if not db.is_sqlite:
         conn.exec_driver_sql(f"select pg_advisory_xact_lock({_PG_LOCK_KEY})")
-    last = conn.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1))
-    row = last.first()
-    seq, prev = (1, GENESIS) if row is None else (int(row.seq) + 1, str(row.hash))
+    row = conn.exec_driver_sql(_LAST).first()
+    seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
     values: dict[str, Any] = {
         "seq": seq,
         "time": int(time.time() * 1000),
@@ -166,17 +175,13 @@ def append(db: Database, conn: Connection, ctx: AuditContext, outcome: str) -> A
         "prev_hash": prev,
     }
     values["hash"] = entry_hash(values)
-    conn.execute(insert(audit_log).values(**values))
+    conn.exec_driver_sql(db.sql(_INSERT), tuple(values[c] for c in _COLUMNS))
     return _entry(values)
 
 
 def entry_hash(values: dict[str, Any]) -> str:
     """sha256 over every column but ``hash`` itself, in a fixed order."""
-    cols = (
-        "seq", "time", "actor", "token_id", "action", "target", "outcome", "before", "after",
-        "request_id", "client", "prev_hash",
-    )  # fmt: skip
-    return hashlib.sha256(orjson.dumps([values[c] for c in cols])).hexdigest()
+    return hashlib.sha256(orjson.dumps([values[c] for c in _COLUMNS[:-1]])).hexdigest()
 
 
 def _text(value: Any) -> str | None:

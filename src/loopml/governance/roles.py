@@ -19,7 +19,7 @@ import enum
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, or_, select
+from sqlalchemy import Connection, delete, insert, select
 
 from loopml.errors import InvalidInput, NotFound, PermissionDenied
 from loopml.store.db import Database
@@ -158,24 +158,25 @@ def admin_exists(conn: Connection) -> bool:
     return found is not None
 
 
+# Every authorized request runs this: hand-written SQL (building a Core statement cost more).
+_BINDINGS = (
+    'SELECT "user", resource_type, role FROM role_bindings WHERE "user" IN (?, ?) '
+    "AND ((resource_type = ? AND resource_name = ?) OR (resource_type = ? AND resource_name = ?))"
+)
+
+
 def role_in(
     conn: Connection, user: str, resource_type: str = PROJECT, resource_name: str = ""
 ) -> Role | None:
     """``user``'s effective role on a resource (None: no access)."""
-    c = role_bindings.c
     rtype, rname = (PROJECT, "") if resource_type == PROJECT else (resource_type, str(resource_name))
-    rows = conn.execute(
-        select(c.user, c.resource_type, c.role).where(
-            c.user.in_((user, EVERYONE)),
-            or_(
-                (c.resource_type == PROJECT) & (c.resource_name == ""),
-                (c.resource_type == rtype) & (c.resource_name == rname),
-            ),
-        )
+    placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    rows = conn.exec_driver_sql(
+        _BINDINGS.replace("?", placeholder), (user, EVERYONE, PROJECT, "", rtype, rname)
     ).all()
     best: Role | None = None
     for who in (user, EVERYONE):
-        mine = {r.resource_type: Role.parse(r.role) for r in rows if r.user == who}
+        mine = {r[1]: Role.parse(r[2]) for r in rows if r[0] == who}
         project = mine.get(PROJECT)
         if who == user and project is Role.ADMIN:
             return Role.ADMIN
