@@ -87,24 +87,33 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="session")
-def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, on a fresh temporary profile (Playwright's own download is
+    not available, so it is launched by path)."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (make sysdeps)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1400, "height": 1000},
-            accept_downloads=True,
-        )
-        context.set_default_timeout(15_000)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield context
+            yield chromium
         finally:
-            context.close()
+            chromium.close()
+
+
+def new_context(browser: Any, **options: Any) -> Any:
+    """A browser context (its own cookies) with the suite's viewport and timeouts."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True, **options)
+    context.set_default_timeout(30_000)  # a loaded CI machine renders slowly
+    return context
+
+
+@pytest.fixture(scope="session")
+def browser_context(browser: Any) -> Iterator[Any]:
+    context = new_context(browser)
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 @pytest.fixture

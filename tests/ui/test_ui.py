@@ -56,7 +56,7 @@ def test_every_page_loads_without_errors(site: Site, watched: tuple[Any, Watch])
         assert text in page.content(), f"{path} does not show {text!r}"
         if charts:
             page.wait_for_function(
-                f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=10_000
+                f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=30_000
             )
         page.screenshot(path=str(site.screenshots / f"{_slug(path)}.png"), full_page=True)
         assert not watch.problems, f"{path}: " + "\n".join(watch.problems)
