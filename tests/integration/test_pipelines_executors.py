@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from loopml.pipelines import pipeline, step
+from loopml.pipelines import StepContext, pipeline, step
 
 def noise(seed, n):
     return np.random.default_rng(seed).normal(size=(n, 3))
@@ -30,8 +30,10 @@ def make(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": (x[:, 0] + x[:, 2] > 0).astype(int)})
 
 @step
-def fit(frame: pd.DataFrame, c: float) -> LogisticRegression:
-    return LogisticRegression(C=c).fit(frame[["a", "b"]], frame["y"])
+def fit(frame: pd.DataFrame, c: float, ctx: StepContext) -> LogisticRegression:
+    model = LogisticRegression(C=c).fit(frame[["a", "b"]], frame["y"])
+    ctx.log_metric("train_accuracy", model.score(frame[["a", "b"]], frame["y"]))
+    return model
 
 @step
 def score(model: LogisticRegression, frame: pd.DataFrame) -> np.ndarray:
@@ -77,6 +79,9 @@ def _outputs(pipe: Pipeline, settings: Settings, executor: str) -> tuple[dict[st
         if s.outputs and not s.step.startswith(skip)
     }
     assert result.record.executor.startswith(executor.split(":")[0])
+    fitted = next(s for s in result.record.steps if s.step == "fit[2]")
+    _, tracking = engine.context(settings)
+    assert tracking.get_run(fitted.tracking_run_id or "").metrics["train_accuracy"].value > 0.6
     return result.value, digests
 
 
