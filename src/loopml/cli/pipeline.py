@@ -285,6 +285,14 @@ def unregister(name: str) -> None:
     typer.echo(f"unregistered pipeline {name}")
 
 
+@app.command()
+def unlock(name: str) -> None:
+    """Release a pipeline's run lock left by a process that died (its run is marked FAILED)."""
+    _, store = _store()
+    run_id = store.unlock(name)
+    typer.echo(f"pipeline {name}: " + (f"released the lock of run {run_id}" if run_id else "was not locked"))
+
+
 def scheduler(
     tick: Annotated[float, typer.Option(min=0.1, help="Seconds between checks.")] = 10.0,
     once: Annotated[bool, typer.Option(help="Check once, run what is due, and exit.")] = False,

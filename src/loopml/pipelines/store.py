@@ -162,16 +162,34 @@ class PipelineStore:
                     continue
                 if not self._stale(*holder):
                     raise Conflict(
-                        f"pipeline {pipeline!r} is already running (run {holder[0]}); wait for it to finish",
+                        f"pipeline {pipeline!r} is already running (run {holder[0]}); wait for it to "
+                        f"finish, or if its process is gone `loopml pipeline unlock {pipeline}`",
                         details={"pipeline": pipeline, "run_id": holder[0]},
                     ) from None
-                self.release(pipeline, holder[0])
+                self.unlock(pipeline)
         raise Conflict(f"pipeline {pipeline!r}: could not take its run lock", details={"pipeline": pipeline})
 
     def release(self, pipeline: str, run_id: str) -> None:
         t = pipeline_locks
         with self.db.write() as conn:
             conn.execute(delete(t).where(and_(t.c.pipeline == pipeline, t.c.run_id == run_id)))
+
+    def unlock(self, pipeline: str) -> str | None:
+        """Drop the pipeline's lock whoever holds it; a run it held that is still RUNNING (its
+        process died) is marked FAILED. Returns that run's id, if there was a lock."""
+        holder = self._lock_holder(pipeline)
+        if holder is None:
+            return None
+        with self.db.write() as conn:
+            conn.execute(
+                update(pipeline_runs)
+                .where(and_(pipeline_runs.c.run_id == holder[0], pipeline_runs.c.status == RUNNING))
+                .values(
+                    status="FAILED", finished_at=now_ms(), error=f"abandoned: {holder[1]} stopped running it"
+                )
+            )
+        self.release(pipeline, holder[0])
+        return holder[0]
 
     def _lock_holder(self, pipeline: str) -> tuple[str, str] | None:
         with self.db.read() as conn:

@@ -175,3 +175,45 @@ def test_register_refuses_a_bad_cron_and_unloadable_pipelines(
 
     with pytest.raises(InvalidInput, match="cannot be imported again"):
         register(local, settings=settings)
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(
+    settings: Settings, write_pipeline: Callable[..., Pipeline]
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from loopml.pipelines.records import RUNNING, PipelineRunRecord, now_ms
+
+    pipe = write_pipeline(FLOW)
+    store, _ = context(settings)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    crashed = PipelineRunRecord(
+        "f" * 32, "retrain", pipe.target, RUNNING, {}, "inprocess", True, "me", now_ms()
+    )
+    store.create_run(crashed)
+    store.acquire("retrain", crashed.run_id)
+    from sqlalchemy import update
+
+    from loopml.store.schema import pipeline_locks
+
+    with store.db.write() as conn:  # as if that process had taken it, then died
+        conn.execute(update(pipeline_locks).values(owner=f"{socket.gethostname()}:{dead.stdout.strip()}"))
+    assert pipe.run({}, settings=settings).status == "SUCCEEDED"
+    abandoned = get_run(crashed.run_id, settings)
+    assert abandoned.status == "FAILED" and "abandoned" in (abandoned.error or "")
+
+    other = PipelineRunRecord(
+        "e" * 32, "retrain", pipe.target, RUNNING, {}, "inprocess", True, "me", now_ms()
+    )
+    store.create_run(other)
+    store.acquire("retrain", other.run_id)
+    with store.db.write() as conn:  # a process on another machine: not provably dead
+        conn.execute(update(pipeline_locks).values(owner="elsewhere:1"))
+    with pytest.raises(Conflict, match="loopml pipeline unlock retrain"):
+        pipe.run({}, settings=settings)
+    assert store.unlock("retrain") == other.run_id
+    assert pipe.run({}, settings=settings).status == "SUCCEEDED"
