@@ -181,14 +181,17 @@ def test_change_the_canary_split_then_roll_back(site: Site, watched: tuple[Any, 
 
 def test_a_dismissed_confirmation_changes_nothing(site: Site, watched: tuple[Any, Watch]) -> None:
     page, _ = watched
+    api = f"{site.url}/api/v1/endpoints/{site.data.endpoint}"
+    before = httpx.get(api).json()
     page.on("dialog", lambda dialog: dialog.dismiss())
-    page.goto(f"{site.url}/ui/models")
-    before = page.content()
-    pending = page.locator("button.reject")
-    if pending.count():
-        pending.first.click()
-        page.wait_for_timeout(300)
-        assert page.url.endswith("/ui/models") and page.content() == before
+    page.goto(f"{site.url}/ui/endpoints/{site.data.endpoint}")
+    page.fill("#split-form input[name=percent]", "50")
+    page.fill("#split-form input[name=canary_uri]", "models:/churn/2")
+    with page.expect_event("dialog"):
+        page.click("#split-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert page.url.endswith(f"/ui/endpoints/{site.data.endpoint}")
+    assert httpx.get(api).json() == before
 
 
 def test_artifacts_preview_safely(site: Site, watched: tuple[Any, Watch]) -> None:
