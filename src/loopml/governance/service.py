@@ -72,6 +72,7 @@ class LocalGovernanceService(GovernanceService):
     """Directly on the metadata store (embedded mode, or an operator on the server's machine)."""
 
     def __init__(self, db: Database, user: str) -> None:
+        audit.install()
         self.db = db
         self.ids = IdentityService(db)
         self.user = user
