@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from loopml.errors import InvalidInput
-from loopml.tracking.records import Run, ViewType
+from loopml.tracking.records import Metric, Run, ViewType
 from loopml.tracking.search import encode_page_token
 from loopml.tracking.service import TrackingService
 from loopml.ui._common import fragment, page
@@ -21,6 +21,7 @@ PAGE_SIZES = (25, 50, 100, 200)
 MAX_OFFSET = 100_000  # deeper than this, narrow the filter instead of paging
 MAX_COMPARE = 10
 MAX_CHART_METRICS = 24
+MAX_CHART_POINTS = 2_000
 CODE_TAGS = (
     ("Source", "mlflow.source.name"),
     ("Commit", "mlflow.source.git.commit"),
@@ -163,6 +164,16 @@ def _next_order(order_by: str, ident: str) -> str:
     return f"{ident} ASC" if _sorted_as(order_by, ident) == "desc" else f"{ident} DESC"
 
 
+def _thin(points: list[Metric]) -> list[Metric]:
+    """At most MAX_CHART_POINTS evenly spaced points (the last one kept): a chart of a million
+    steps is no clearer than one of a few thousand, and far heavier to send and draw."""
+    if len(points) <= MAX_CHART_POINTS:
+        return points
+    stride = -(-len(points) // MAX_CHART_POINTS)
+    thinned = points[::stride]
+    return thinned if thinned[-1] is points[-1] else [*thinned, points[-1]]
+
+
 def _charts(svc: TrackingService, runs: list[Run]) -> dict[str, Any]:
     """Per metric key: one series per run, by step and by wall time (relative to run start)."""
     keys = sorted({k for r in runs for k in r.metrics})[:MAX_CHART_METRICS]
@@ -172,7 +183,7 @@ def _charts(svc: TrackingService, runs: list[Run]) -> dict[str, Any]:
         for run in runs:
             if key not in run.metrics:
                 continue
-            history = svc.get_metric_history(run.info.run_id, key)
+            history = _thin(svc.get_metric_history(run.info.run_id, key))
             series.append(
                 {
                     "name": run.info.run_name,

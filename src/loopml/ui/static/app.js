@@ -179,7 +179,16 @@
         }
         return tr;
       }));
-      if (last) {
+      if (!rows.length) {
+        const tr = document.createElement("tr");
+        const td = document.createElement("td");
+        td.colSpan = 5; td.className = "muted"; td.textContent = "No requests served by this server yet.";
+        tr.appendChild(td); tbody.replaceChildren(tr);
+      }
+      if (!last) {
+        const waiting = { ...layoutBase, annotations: [{ text: "waiting for traffic", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }] };
+        for (const id of ["live-rate", "live-latency", "live-errors"]) Plotly.react(id, [], waiting, config);
+      } else {
         const dt = (now - last.t) / 1000;
         for (const r of rows) {
           const key = `${r.variant} ${r.version}`;
