@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -111,7 +111,7 @@ async def run_monitor(name: str, request: Request, now: int | None = None) -> JS
 
 
 @router.get("/monitors/{name}/runs")
-async def list_runs(name: str, request: Request, limit: int = 20) -> JSON:
+async def list_runs(name: str, request: Request, limit: int = Query(20, ge=1, le=10_000)) -> JSON:
     return {
         "runs": [r.to_dict() for r in await run_in_threadpool(monitoring(request).list_runs, name, limit)]
     }
@@ -119,7 +119,10 @@ async def list_runs(name: str, request: Request, limit: int = 20) -> JSON:
 
 @router.get("/alerts")
 async def list_alerts(
-    request: Request, monitor: str | None = None, status: str | None = None, limit: int = 100
+    request: Request,
+    monitor: str | None = None,
+    status: str | None = None,
+    limit: int = Query(100, ge=1, le=10_000),
 ) -> JSON:
     found = await run_in_threadpool(monitoring(request).list_alerts, monitor, status, limit)
     return {"alerts": [a.to_dict() for a in found]}

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -127,7 +127,7 @@ async def delete_endpoint(name: str, request: Request) -> JSON:
 
 
 @router.get("/{name}/events")
-async def list_events(name: str, request: Request, limit: int = 100) -> JSON:
+async def list_events(name: str, request: Request, limit: int = Query(100, ge=1, le=10_000)) -> JSON:
     found = await run_in_threadpool(endpoints(request).list_events, name, limit)
     return {"events": [e.to_dict() for e in found]}
 
