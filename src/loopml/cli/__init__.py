@@ -94,10 +94,14 @@ def server(
     ] = False,
 ) -> None:
     """Start the tracking server (native API and MLflow REST API) on the configured store."""
+    import os
+
     from loopml.server.main import serve
 
+    if auth:  # the worker processes read their settings from the environment
+        os.environ["LOOPML_AUTH"] = "1"
     typer.echo(f"loopml server on http://{host}:{port} (Ctrl+C to stop)", err=True)
-    serve(host, port, workers, auth=auth)
+    serve(host, port, workers)
 
 
 def main() -> None:

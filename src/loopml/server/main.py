@@ -13,7 +13,7 @@ from loopml.server.auth import is_loopback
 from loopml.store.db import Database
 
 
-def serve(host: str, port: int, workers: int, settings: Settings | None = None, auth: bool = False) -> None:
+def serve(host: str, port: int, workers: int, settings: Settings | None = None) -> None:
     """Serve until interrupted. Migrations run once here, before any worker starts."""
     settings = settings or Settings.load()
     # Workers are separate processes: one BLAS thread each keeps 2-core machines responsive.
@@ -22,7 +22,8 @@ def serve(host: str, port: int, workers: int, settings: Settings | None = None, 
     # The workers build their settings from the environment: tell them which Host is theirs.
     os.environ["LOOPML_BIND_HOST"] = host
     db = Database(settings.database_url)
-    if auth or not is_loopback(host):
+    # Authentication: LOOPML_AUTH=1 (``--auth``), and always off loopback.
+    if settings.auth or not is_loopback(host):
         os.environ["LOOPML_AUTH"] = "1"
         _print_bootstrap(IdentityService(db))
     db.dispose()
