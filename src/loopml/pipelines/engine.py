@@ -202,6 +202,7 @@ class _Unit:
     args: dict[str, tuple[str, Any]]
     parent: str | None = None
     index: int = 0
+    key: str = ""
 
 
 class _Runner:
@@ -224,6 +225,8 @@ class _Runner:
         self.failed: StepRecord | None = None
         self.digests: dict[int, str] = {}
         self.reuse: dict[str, StepRecord] = {}
+        self.candidates: dict[str, list[StepRecord]] = {}
+        self.produced: dict[str, StepRecord] = {}
         if record.resumed_from:
             old = store.get_run(record.resumed_from)
             self.reuse = {s.step: s for s in old.steps if s.status in (SUCCEEDED, CACHED)}
@@ -258,6 +261,7 @@ class _Runner:
         while True:
             if self.failed is None:
                 self._schedule_ready()
+                self._prefetch()
                 while self.queue and len(self.running) < self.ex.slots and self.failed is None:
                     self._start(self.queue.pop(0))
             if not self.running:
@@ -354,8 +358,18 @@ class _Runner:
         blob = json_bytes([_KEY_VERSION, self.digests[id(fn)], parts])
         return hashlib.sha256(blob).hexdigest()
 
+    def _prefetch(self) -> None:
+        """Key every queued step and fetch the cache candidates of all of them in one query."""
+        todo = [u for u in self.queue if not u.key]
+        for unit in todo:
+            unit.key = self._key(unit)
+        if self.record.use_cache:
+            keys = [u.key for u in todo if u.node.step.cache and u.key not in self.candidates]
+            if keys:
+                self.candidates.update(self.store.cache_candidates(keys))
+
     def _start(self, unit: _Unit) -> None:
-        key = self._key(unit)
+        key = unit.key or self._key(unit)
         step = StepRecord(self.record.run_id, unit.label, RUNNING, cache_key=key, started_at=now_ms())
         hit, reused_from = self._lookup(unit, key)
         if hit is not None:
@@ -377,7 +391,11 @@ class _Runner:
             return old, old.run_id
         if not (self.record.use_cache and unit.node.step.cache):
             return None, ""
-        for candidate in self.store.cache_candidates(key):
+        if key in self.produced:  # the same call earlier in this run
+            return self.produced[key], ""
+        if key not in self.candidates:
+            self.candidates.update(self.store.cache_candidates([key]))
+        for candidate in self.candidates.pop(key):
             if self._valid(candidate):
                 return candidate, ""
         return None, ""
@@ -390,6 +408,7 @@ class _Runner:
         step.finished_at = now_ms()
         if result.ok:
             step.status, step.outputs = SUCCEEDED, result.outputs
+            self.produced[step.cache_key or ""] = step
         else:
             step.status, step.error = FAILED, result.error
             self.failed = self.failed or step

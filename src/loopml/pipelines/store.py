@@ -132,16 +132,23 @@ class PipelineStore:
             )
         return _step(row._mapping)
 
-    def cache_candidates(self, cache_key: str, limit: int = 5) -> list[StepRecord]:
-        """Earlier successful executions with this key, newest first."""
+    def cache_candidates(self, keys: list[str], per_key: int = 5) -> dict[str, list[StepRecord]]:
+        """Earlier successful executions of each cache key, newest first (one query for all)."""
         columns = ", ".join(c.name for c in pipeline_steps.c)
-        sql = (
-            f"SELECT {columns} FROM pipeline_steps WHERE cache_key = ? AND status IN (?, ?) "
-            f"ORDER BY finished_at DESC LIMIT {int(limit)}"
-        )
-        with self.db.read() as conn:
-            rows = conn.exec_driver_sql(self.db.sql(sql), (cache_key, SUCCEEDED, CACHED)).all()
-        return [_step(r._mapping) for r in rows]
+        found: dict[str, list[StepRecord]] = {k: [] for k in keys}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            sql = (
+                f"SELECT {columns} FROM pipeline_steps WHERE cache_key IN ({_marks(len(chunk))}) "
+                "AND status IN (?, ?) ORDER BY finished_at DESC"
+            )
+            with self.db.read() as conn:
+                rows = conn.exec_driver_sql(self.db.sql(sql), (*chunk, SUCCEEDED, CACHED)).all()
+            for r in rows:
+                bucket = found[r.cache_key]
+                if len(bucket) < per_key:
+                    bucket.append(_step(r._mapping))
+        return found
 
     # -- locks -------------------------------------------------------------------------------
     def acquire(self, pipeline: str, run_id: str) -> None:
