@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from loopml.client.http_features import HttpFeatureStoreService
@@ -217,6 +218,17 @@ def test_push_newer_wins_and_reads_back(fs: FeatureStoreService) -> None:
     assert (got.values["rate"], got.values["city"], got.statuses["rate"]) == ([0.25], ["oslo"], ["present"])
     assert got.values["blob"] == [b"\x00\xff"]  # bytes and times come back typed, over HTTP too
     assert got.values["seen"] == [pd.Timestamp("2024-03-07 04:59:59.123456", tz="UTC").to_pydatetime()]
+
+
+def test_a_stored_nan_reads_as_nan_not_null(fs: FeatureStoreService) -> None:
+    driver = 2_000_000 + uuid.uuid4().int % 1_000_000
+    row = pa.table(  # from Arrow, not pandas: pandas would make the NaN a null
+        {"driver_id": [driver], "event_timestamp": [NOW], "rate": [float("nan")], "trips": [1]}
+        | {"city": ["x"], "blob": [b"x"], "seen": [NOW]}
+    )
+    assert fs.push("stats", row) == 1
+    got = fs.get_online_features({"driver_id": [driver]}, ["stats:rate"], now=NOW)
+    assert got.statuses["rate"] == ["present"] and np.isnan(got.values["rate"][0])
 
 
 def test_definitions_list_and_show(fs: FeatureStoreService) -> None:

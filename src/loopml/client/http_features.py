@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -87,12 +88,15 @@ def decode_online(doc: dict[str, Any]) -> TypedOnlineFeatures:
     """The server's online answer as :class:`TypedOnlineFeatures`, bytes and times restored."""
     values: dict[str, list[Any]] = doc["values"]
     types: dict[str, str] = doc.get("types", {})
+    statuses: dict[str, list[str]] = doc.get("statuses", {})
     for name, dtype in types.items():
-        if dtype == "bytes":
+        if dtype.startswith("float"):  # non-finite floats travel as text ("nan", "inf")
+            values[name] = [float(v) if isinstance(v, str) else v for v in values[name]]
+        elif dtype == "bytes":
             values[name] = [None if v is None else base64.b64decode(v) for v in values[name]]
         elif dtype == "timestamp":
             values[name] = [None if v is None else datetime.fromisoformat(v) for v in values[name]]
-    return TypedOnlineFeatures(values, doc.get("statuses", {}), types)
+    return TypedOnlineFeatures(values, statuses, types)
 
 
 def _columns(rows: Any) -> dict[str, list[Any]]:
@@ -105,6 +109,8 @@ def _columns(rows: Any) -> dict[str, list[Any]]:
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.timestamp("us", tz=column.type.tz or "UTC"), safe=False)
             out[name] = [None if v is None else v.isoformat() for v in column.to_pylist()]
+        elif pa.types.is_floating(column.type):  # JSON has no NaN/inf: sent as text
+            out[name] = [v if v is None or math.isfinite(v) else str(v) for v in column.to_pylist()]
         elif pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             out[name] = [None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()]
         else:

@@ -232,6 +232,12 @@ def service_record(cols: ServiceColumns, signature: dict[str, Any] | None) -> di
 def as_rows(entity_rows: EntityRows) -> list[Mapping[str, Any]]:
     """Entity rows as a list of mappings, from rows or from columns (all of one length)."""
     if isinstance(entity_rows, Mapping):
+        for k, v in entity_rows.items():
+            if isinstance(v, str | bytes | Mapping) or not hasattr(v, "__len__"):
+                raise InvalidInput(
+                    f"entity column {k!r} is not a list of values; give {{column: [values]}}",
+                    details={"field": str(k)},
+                )
         columns = {str(k): list(v) for k, v in entity_rows.items()}
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
@@ -566,6 +572,8 @@ def rows_to_table(view: FeatureView, columns: Mapping[str, Any]) -> pa.Table:
                 arrays[name] = pa.array(stamps_utc.to_numpy()).cast(pa.timestamp("ns", tz="UTC"))
             elif types.get(name) == pa.binary():  # bytes travel base64-encoded in JSON
                 arrays[name] = pa.array([_b64(v) for v in values], pa.binary())
+            elif name in types and pa.types.is_floating(types[name]):  # NaN/inf may come as text
+                arrays[name] = pa.array([float(v) if isinstance(v, str) else v for v in values], types[name])
             elif name in types:  # a safe cast: 1.5 is not silently an int64 of 1
                 arrays[name] = pa.array(values).cast(types[name], safe=True)
             else:

@@ -11,14 +11,15 @@
     GET  /api/v1/features/{kind}/{name}?version=N          -> record
 
 The online read is the hot path: it is served by the fast-path dispatcher (no FastAPI routing or
-pydantic), parses with orjson and answers with orjson. Bytes values travel base64-encoded and
-timestamps as ISO strings; ``types`` lets the client turn them back.
+pydantic), parses with orjson and answers with orjson. Bytes values travel base64-encoded, non-finite
+floats as "nan"/"inf" and timestamps as ISO strings; ``types`` lets the client turn them back.
 :class:`loopml.client.http_features.HttpFeatureStoreService` is the client.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -93,11 +94,15 @@ def online_values(svc: LocalFeatureStoreService, body: JSON) -> JSON:
 
 
 def encode_online(found: OnlineFeatures, types: dict[str, str]) -> JSON:
-    """Column-wise values, statuses and types; bytes as base64 (timestamps orjson writes as ISO)."""
+    """Column-wise values, statuses and types; bytes as base64, NaN/inf as text, times as ISO."""
     values = dict(found.values)
     for name, dtype in types.items():
-        if dtype == "bytes" and name in values:
+        if name not in values:
+            continue
+        if dtype == "bytes":
             values[name] = [None if v is None else base64.b64encode(v).decode() for v in values[name]]
+        elif dtype.startswith("float"):  # JSON has no NaN/inf (orjson writes null): send them as text
+            values[name] = [v if v is None or math.isfinite(v) else str(v) for v in values[name]]
     return {"values": values, "statuses": found.statuses, "types": types}
 
 

@@ -68,6 +68,8 @@ def test_entity_rows_as_rows_or_columns() -> None:
         {"driver_id": 2, "x": "b"},
     ]
     assert as_rows([{"driver_id": 1}]) == [{"driver_id": 1}]
+    with pytest.raises(InvalidInput, match="entity column 'driver_id' is not a list"):
+        as_rows({"driver_id": 5})  # type: ignore[dict-item]
     with pytest.raises(InvalidInput, match="different lengths"):
         as_rows({"driver_id": [1, 2], "x": ["a"]})
     with pytest.raises(InvalidInput, match="entity row 0 is a int"):
