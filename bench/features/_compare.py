@@ -1,6 +1,6 @@
 """Compare the contenders' results; run as a child so the parent never holds them.
 
-    python _compare.py OUT_DIR ENTITY_ROWS   -> JSON on the last stdout line
+    python _compare.py OUT_DIR DATA_DIR   -> JSON on the last stdout line
 
 Historical results (``OUT_DIR/<name>.parquet``: ``row_id`` and the features) are compared with
 loopml's after sorting by ``row_id``: row count, matched count (rows with a value) and every value
@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,6 +63,29 @@ def historical(out: Path, entity_rows: int) -> dict[str, object]:
     return report
 
 
+TIES_SQL = """
+WITH diff AS (
+    SELECT o.row_id, o.f0 AS ours, t.f0 AS theirs FROM read_parquet('{ours}') o
+    JOIN read_parquet('{theirs}') t USING (row_id) WHERE o.f0 IS DISTINCT FROM t.f0
+), src AS (SELECT entity_id, event_timestamp, created, f0 FROM read_parquet('{features}'))
+SELECT count(*) AS differing,
+       count(*) FILTER (a.event_timestamp = b.event_timestamp AND b.created < a.created) AS older_created
+FROM diff LEFT JOIN src a ON a.f0 = diff.ours LEFT JOIN src b ON b.f0 = diff.theirs
+"""
+
+
+def created_ties(out: Path, data: Path, theirs: str) -> dict[str, int]:
+    """Of the rows where ``theirs`` differs from loopml, how many are an event-time tie that they
+    resolved to the row created earlier (the feature values are continuous: one row per value)."""
+    paths = {"ours": out / "loopml.parquet", "theirs": out / f"{theirs}.parquet"}
+    if not all(p.exists() for p in paths.values()):
+        return {}
+    con = duckdb.connect()
+    sql = TIES_SQL.format(features=data / "features.parquet", **paths)
+    differing, older = con.execute(sql).fetchone() or (0, 0)
+    return {"differing": int(differing), "tie_resolved_to_older_created": int(older)}
+
+
 def online(out: Path) -> dict[str, object]:
     paths = out / "online_loopml.json", out / "online_feast.json"
     if not all(p.exists() for p in paths):
@@ -85,5 +109,8 @@ def online(out: Path) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    print(json.dumps({"historical": historical(folder, int(sys.argv[2])), "online": online(folder)}))
+    folder, data = Path(sys.argv[1]), Path(sys.argv[2])
+    rows = int(json.loads((data / "meta.json").read_text())["entity_rows"])
+    found = {"historical": historical(folder, rows), "online": online(folder)}
+    found["feast_file_differences"] = created_ties(folder, data, "feast_file")
+    print(json.dumps(found))

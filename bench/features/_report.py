@@ -133,6 +133,13 @@ def _historical(report: Report) -> None:
             f"{name:14} {r['hist_wall_s']:8.2f} {r['hist_cpu_s']:8.2f} {r['peak_rss_mb']:9.0f} "
             f"{_fmt(c.get('rows'), ',')!s:>10} {_fmt(c.get('matched'), ',')!s:>10}  {note}"
         )
+    ties = _get(report, "comparison", "feast_file_differences")
+    if ties:
+        print(
+            f"Feast file: of the kept rows, {ties['differing']} differ from loopml; "
+            f"{ties['tie_resolved_to_older_created']} of them are event-time ties it resolved to the "
+            "row created EARLIER (loopml, Feast DuckDB and the floor take the latest created)"
+        )
 
 
 def _vs(c: Report) -> str:
