@@ -57,6 +57,7 @@ bench: venv
 	$(BIN)/python bench/drift/run.py
 	$(BIN)/python bench/features/run.py
 	$(BIN)/python bench/ui/run.py
+	$(BIN)/python bench/pipelines/run.py
 
 clean:
 	rm -rf $(VENV) .tools .loopml .pytest_cache .mypy_cache .ruff_cache
