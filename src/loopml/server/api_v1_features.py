@@ -53,6 +53,34 @@ def install(
     return [("POST", ONLINE_PATH, online_fast)]
 
 
+def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An ``openapi_extra`` documenting a JSON request body (the routes parse it with orjson)."""
+    schema = {"type": "object", "properties": properties, **({"required": required} if required else {})}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_LIST = {"type": "array", "items": {}}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_TIME = {"anyOf": [{"type": "string"}, {"type": "integer"}], "description": "ISO time or UTC microseconds"}
+ONLINE_BODY = _body(
+    {
+        "entities": {"type": "object", "additionalProperties": _LIST},
+        "entity_rows": {"type": "array", "items": {"type": "object"}},
+        "features": _STRINGS,
+        "service": {"type": "string"},
+        "service_version": {"type": "integer"},
+        "full_feature_names": {"type": "boolean"},
+        "now": _TIME,
+    }
+)
+PUSH_BODY = _body(
+    {"view": {"type": "string"}, "rows": {"type": "object", "additionalProperties": _LIST}}, ["view", "rows"]
+)
+MATERIALIZE_BODY = _body(
+    {"views": _STRINGS, "start": _TIME, "end": _TIME, "incremental": {"type": "boolean"}}
+)
+
+
 def _svc(request: Request) -> LocalFeatureStoreService:
     svc: LocalFeatureStoreService = request.app.state.features
     return svc
@@ -120,7 +148,7 @@ async def online_fast(request: Request) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_NAIVE_UTC), media_type="application/json")
 
 
-@router.post("/online")
+@router.post("/online", openapi_extra=ONLINE_BODY)
 async def online(request: Request) -> Response:
     """Online feature values with a status each (present, missing, outside_ttl); see the module
     docstring for the body. Usually answered by the fast path before this route."""
@@ -128,7 +156,7 @@ async def online(request: Request) -> Response:
 
 
 # -- writes -----------------------------------------------------------------------------------
-@router.post("/push")
+@router.post("/push", openapi_extra=PUSH_BODY)
 async def push(request: Request) -> JSON:
     """Write fresh rows of a feature view to the online store: ``{"view", "rows": {col: [...]}}``."""
     body = await json_body(request)
@@ -141,7 +169,7 @@ async def push(request: Request) -> JSON:
     return {"written": written}
 
 
-@router.post("/materialize")
+@router.post("/materialize", openapi_extra=MATERIALIZE_BODY)
 async def materialize(request: Request) -> JSON:
     """Materialize ``views`` (default all) for ``[start, end]`` or incrementally up to ``end``."""
     body = await json_body(request)
