@@ -46,14 +46,16 @@ def _rows(n: int = 400, seed: int = 3) -> pa.Table:
     f64 = rng.standard_normal(n) * 10.0 ** rng.integers(-200, 200, n)
     f64[:4] = [math.nan, math.inf, -math.inf, 0.1]
     f32 = pa.array(rng.standard_normal(n), pa.float32(), mask=np.arange(n) % 11 == 0)
-    event = T0.value // 1000 + rng.integers(0, 48 * 60, n) * 60_000_000  # epoch microseconds
+    # Hourly event times, so many entities have several rows at their latest time: the created
+    # time (distinct per row) decides those.
+    event = T0.value // 1000 + rng.integers(0, 48, n) * 3_600_000_000  # epoch microseconds
     us = pa.timestamp("us", tz="UTC")
     return pa.table(
         {
             "city": pa.array([CITIES[i] for i in rng.integers(0, len(CITIES), n)]),
             "zone": pa.array(rng.integers(-3, 3, n), pa.int32()),
             "event_timestamp": pa.array(event, us),
-            "created": pa.array(event + rng.integers(0, 2, n) * 1_000_000, pa.timestamp("us")),
+            "created": pa.array(event + rng.permutation(n), pa.timestamp("us")),
             "i32": pa.array(rng.integers(-(2**31), 2**31 - 1, n), pa.int32()),
             "i64": pa.array(rng.integers(-(2**62), 2**62, n)),
             "f32": f32,
