@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from loopml.errors import AlreadyExists, InvalidInput, NotFound
+from loopml.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
 from loopml.registry import _store as st
 from loopml.registry._search import (
     model_conditions,
@@ -17,6 +17,7 @@ from loopml.registry._search import (
 )
 from loopml.registry._sources import resolve_source
 from loopml.registry.records import (
+    CHAMPION_ALIAS,
     ModelStage,
     ModelVersion,
     ModelVersionPage,
@@ -322,6 +323,7 @@ class ModelsMixin:
         with self.db.write() as conn:
             mid = st.model_id(conn, name)
             st.version_row(conn, mid, name, number)
+            _champion_guard(conn, mid, name, alias)
             self._set_alias(conn, mid, alias, number)
 
     def _set_alias(self, conn: Connection, mid: int, alias: str, number: int) -> None:
@@ -334,6 +336,7 @@ class ModelsMixin:
         with self.db.write() as conn:
             mid = st.model_id(conn, name)
             self._alias_version(conn, mid, name, alias)
+            _champion_guard(conn, mid, name, alias)
             a = registered_model_aliases.c
             conn.execute(delete(registered_model_aliases).where(a.model_id == mid, a.alias == alias))
             self._touch(conn, mid)
@@ -376,4 +379,18 @@ def _check_registry_max(n: int) -> None:
         raise InvalidInput(
             f"max_results must be between 1 and {MAX_REGISTRY_RESULTS}, got {n}",
             details={"field": "max_results"},
+        )
+
+
+def _champion_guard(conn: Connection, mid: int, name: str, alias: str) -> None:
+    """The champion is what serves: under a gate that requires approval it moves only through an
+    approved promotion, never by setting the alias directly."""
+    if alias != CHAMPION_ALIAS:
+        return
+    gated = conn.execute(select(model_gates.c.require_approval).where(model_gates.c.model_id == mid)).scalar()
+    if gated:
+        raise PermissionDenied(
+            f"model {name!r} requires approval for Production, so its {CHAMPION_ALIAS!r} alias moves only "
+            f"through `loopml models promote {name} VERSION` and another user's approval",
+            details={"name": name, "alias": alias},
         )

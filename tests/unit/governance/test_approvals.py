@@ -93,3 +93,14 @@ def test_the_audit_entry_shows_the_champion_before_and_after(reg: LocalRegistryS
     assert entry.target == f"model:{gated}/request:{request_id}"
     assert entry.before == {"champion": None}
     assert entry.after == {"champion": 2, "version": 2, "digest": digest}
+
+
+def test_the_champion_alias_cannot_bypass_the_approval(reg: LocalRegistryService, gated: str) -> None:
+    with pytest.raises(PermissionDenied, match="moves only through"):
+        reg.set_registered_model_alias(gated, "champion", 1, user="ana")
+    reg.set_registered_model_alias(gated, "candidate", 1, user="ana")  # other aliases are free
+    request_id = _request(reg, gated, 1)
+    reg.approve(request_id, user="bo", digest=reg.get_model_version(gated, 1).digest, expected_champion=0)
+    with pytest.raises(PermissionDenied, match="moves only through"):
+        reg.delete_registered_model_alias(gated, "champion", user="ana")
+    assert reg.get_registered_model(gated).aliases == {"candidate": 1, "champion": 1}
