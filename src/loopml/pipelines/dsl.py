@@ -21,6 +21,7 @@ import threading
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from loopml.errors import InvalidInput
@@ -335,10 +336,7 @@ class Pipeline:
         self.fn = fn
         self.name = name or fn.__name__
         self.cache = cache
-        self.target = ""  # how to load it again (set by the loader, or module:qualname)
-        module = getattr(fn, "__module__", None)
-        if module and module != "__main__" and "<locals>" not in fn.__qualname__:
-            self.target = f"{module}:{fn.__qualname__}"
+        self.target = _target(fn)  # how to load it again: module:qualname or /path/file.py:qualname
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -375,6 +373,16 @@ class Pipeline:
 
     def __call__(self, **params: Any) -> Any:
         return self.run(params)
+
+
+def _target(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    if not module or "<locals>" in fn.__qualname__:
+        return ""
+    if module != "__main__":
+        return f"{module}:{fn.__qualname__}"
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)  # `python flow.py`
+    return f"{Path(main_file).resolve()}:{fn.__qualname__}" if main_file else ""
 
 
 @overload
