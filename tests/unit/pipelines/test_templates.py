@@ -156,3 +156,37 @@ def test_the_pipeline_form_runs_the_same_stages_caches_them_and_takes_a_replaced
     assert refused.value["status"] == "rejected" and "roc_auc >= 0.7" in refused.value["reason"]
     with pytest.raises(InvalidInput, match="no stage 'tune'"):
         build_pipeline("x", tune=constant_train)
+
+
+def test_the_features_stage_joins_the_feature_store_point_in_time(home: Path, data: pd.DataFrame) -> None:
+    from loopml.features.definitions import DataFrameSource, Entity, FeatureService, FeatureView, Field
+
+    # A card's average amount, known from day 10 on (updated on day 20): rows before day 10 get none.
+    days = pd.to_datetime([synthetic.START + pd.Timedelta(days=d) for d in (10, 20)])
+    cards = np.sort(data["card_id"].unique())
+    stats = pd.DataFrame(
+        {
+            "card_id": np.repeat(cards, 2),
+            "event_timestamp": np.tile(days, len(cards)),
+            "card_avg_amount": np.tile([50.0, 80.0], len(cards)) + np.repeat(cards, 2) / 1000,
+        }
+    )
+    view = FeatureView(
+        "card_stats",
+        entities=[Entity("card", join_keys="card_id")],
+        fields=[Field("card_avg_amount", "float64")],
+        source=DataFrameSource(stats),
+    )
+    service = FeatureService("fraud_features", features=["card_stats:card_avg_amount"], views=[view])
+    config = CTConfig(
+        "fraud", "tx", synthetic.TARGET, features=(*synthetic.FEATURES, "card_avg_amount"),
+        time_column=synthetic.TIMESTAMP, gate=GATE, params={"max_iter": 25}, feature_service=service,
+    )  # fmt: skip
+    result = continuous_training(config).run(synthetic.between(data, 0, 30))
+    assert result.status == "promoted" and result.data is not None
+    table = loopml.data.load(result.data.train.name, result.data.train.version)
+    raw = loopml.data.load(result.ingested.train.name, result.ingested.train.version)  # type: ignore[union-attr]
+    assert list(table.columns) == [*synthetic.FEATURES, "card_avg_amount", synthetic.TARGET]
+    day = (raw[synthetic.TIMESTAMP] - pd.Timestamp(synthetic.START)).dt.days
+    expected = np.where(day < 10, np.nan, np.where(day < 20, 50.0, 80.0) + raw["card_id"] / 1000)
+    np.testing.assert_allclose(table["card_avg_amount"].to_numpy(dtype=float), expected)
