@@ -158,7 +158,12 @@ def _online(report: Report) -> None:
             f"{name:8} {r['materialize_wall_s']:13.2f} {r['materialize_cpu_s']:7.2f} "
             f"{r['incremental_wall_s']:13.2f} {r['incremental_cpu_s']:7.2f} {r['peak_rss_mb']:8.0f}"
         )
-    print("\nOnline lookups, ms: p50 / p99 (CPU per lookup; over HTTP: the server's)")
+    load, cores = report.get("load_1min", {}), report.get("provenance", {}).get("nproc")
+    print(
+        "\nOnline lookups, ms: p50 / p99 (CPU per lookup; over HTTP: the server's); 1-min load average "
+        f"{_fmt(load.get('online'), '.1f')} before the in-process ones, {_fmt(load.get('http'), '.1f')} "
+        f"before HTTP, {_fmt(load.get('end'), '.1f')} after, on {cores} cores"
+    )
     print(f"{'':24} {'1 entity':>28} {'100 entities':>28}")
     rows = [(f"{k} in process", _get(v, "lookups")) for k, v in report["online"].items()]
     rows += [(f"{k} over HTTP", v) for k, v in report.get("http", {}).items()]

@@ -321,9 +321,15 @@ def main() -> None:
     report["provenance"] = provenance()
     data = make_data(args.scale)
     out = _fresh(data / "out")
+    load: dict[str, float] = {}
+    report["load_1min"] = load  # latency percentiles mean little on a machine busy with other work
+    load["historical"] = os.getloadavg()[0]
     report["historical"] = historical(data, out, args.repeat, with_feast)
+    load["online"] = os.getloadavg()[0]
     report["online"] = online(data, out, args.repeat, with_feast)
+    load["http"] = os.getloadavg()[0]
     report["http"] = {} if args.no_http else http(data, out, with_feast)
+    load["end"] = os.getloadavg()[0]
     if with_feast and not args.skip_feast_file:
         report["historical"]["feast_file"] = feast_file(data, out)  # type: ignore[index]
     report["comparison"] = compare(data, out)
