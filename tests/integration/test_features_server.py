@@ -320,6 +320,11 @@ def _train_and_register(home: Path, source: Path, t0: pd.Timestamp) -> Any:
         info = models.log_model(model, "model", input_example=X.head(), feature_service="churn")
     mv = registry.register("keyed", info.model_uri)
     registry.service().set_registered_model_alias("keyed", "champion", mv.version)
+    with loopml.start_run():  # logged without the service, registered with it
+        plain = models.log_model(model, "plain", input_example=X.head())
+    tagged = registry.register("tagged", plain.model_uri, feature_service="churn")
+    assert tagged.tags["loopml.feature_service"] == "churn@1"
+    assert registry.lineage("tagged", tagged.version).features == ["feature_service churn v1"]
     assert registry.lineage("keyed", mv.version).features == [
         "feature_service churn v1", "stats:rate", "stats:trips", "adjusted:rate_x",
     ]  # fmt: skip
@@ -468,3 +473,13 @@ def test_server_uses_the_configured_redis_online_store(tmp_path: Path, source: P
     shared.delete("stats")
     shared.close()
     assert not (home / "online.db").exists()
+
+
+def test_version_registered_with_a_service_takes_entity_keys(keyed: tuple[Path, Any, Path]) -> None:
+    home, model, source = keyed
+    ids = _present_ids(home)[:3]
+    with serve_process(home, "models:/tagged/1") as hostport:
+        body = {"dataframe_records": [{"driver_id": i, "factor": 0.75} for i in ids]}
+        got = httpx.post(f"http://{hostport}/invocations", json=body, timeout=60)
+    assert got.status_code == 200, got.text
+    assert got.json() == {"predictions": _expected(model, ids, [0.75] * len(ids), source)}

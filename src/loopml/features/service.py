@@ -61,6 +61,8 @@ EntityRows = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
 """Entity rows as a list of ``{column: value}`` or as columns ``{column: [values]}``."""
 
 MAX_ENTITY_ROWS = 10_000
+FEATURE_SERVICE_TAG = "loopml.feature_service"
+"""The model version tag naming the feature service (``name@version``) it was registered with."""
 CACHE_S = 1.0
 """How long a resolved latest definition is reused before the registry is asked again."""
 

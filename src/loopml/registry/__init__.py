@@ -103,13 +103,26 @@ def reset() -> None:
 
 
 def register(
-    name: str, source: str, *, description: str | None = None, tags: dict[str, str] | None = None
+    name: str,
+    source: str,
+    *,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+    feature_service: str | None = None,
 ) -> ModelVersion:
     """Register ``source`` (e.g. ``ModelInfo.model_uri``) as a new version of ``name``,
-    creating the model on first use.
+    creating the model on first use. ``feature_service`` (a registered service's name) records
+    the features the model was trained with, for a model logged without them: the version's
+    lineage shows it and its endpoints accept entity keys alone.
 
     >>> mv = loopml.registry.register("churn", info.model_uri)  # doctest: +SKIP
     """
+    if feature_service is not None:
+        # Imported on use: the feature stack (pyarrow, duckdb) loads only when a service is named.
+        from loopml.features.service import FEATURE_SERVICE_TAG, feature_store
+
+        version = feature_store().describe_service(feature_service).version
+        tags = {**(tags or {}), FEATURE_SERVICE_TAG: f"{feature_service}@{version}"}
     svc = service()
     with contextlib.suppress(AlreadyExists):
         svc.create_registered_model(name)

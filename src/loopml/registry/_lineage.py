@@ -23,6 +23,7 @@ from loopml.tracking.local import LocalTrackingService
 from loopml.tracking.records import DatasetInput, Run
 
 MAX_MANIFEST_BYTES = 4 << 20
+FEATURE_SERVICE_TAG = "loopml.feature_service"  # as loopml.features.service names it
 
 
 class LineageMixin:
@@ -42,7 +43,8 @@ class LineageMixin:
             model=mv,
             run=None if run is None else self._run_lineage(run),
             datasets=[] if run is None else [self._dataset(i) for i in run.inputs],
-            features=_features(manifest.get("feature_service")) or self._dataset_features(run),
+            features=_features(manifest.get("feature_service"), mv.tags.get(FEATURE_SERVICE_TAG))
+            or self._dataset_features(run),
             signature=manifest.get("signature"),
             flavor=manifest.get("flavor"),
         )
@@ -136,8 +138,10 @@ class LineageMixin:
         return found if isinstance(found, dict) else {}
 
 
-def _features(service: Any) -> list[str]:
-    """The feature service a model was logged with, then its features (``view:feature``)."""
+def _features(service: Any, tagged: str | None) -> list[str]:
+    """The feature service a model was logged with, then its features (``view:feature``); or
+    the service its version was registered with (the tag ``name@version``)."""
     if not isinstance(service, dict) or not service.get("name"):
-        return []
+        name, _, version = (tagged or "").partition("@")
+        return [f"feature_service {name} v{version or '?'}"] if name else []
     return [f"feature_service {service['name']} v{service.get('version', '?')}", *service.get("refs", [])]

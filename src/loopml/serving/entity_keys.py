@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from loopml.errors import InvalidInput, NotFound
-from loopml.features.service import FeatureStoreService, feature_store
+from loopml.features.service import FeatureStoreService, feature_store, service_record
 from loopml.models.signature import Column, Schema, Signature
 
 # Feature store types as the numpy dtypes a request column is checked against.
@@ -117,6 +117,16 @@ class EntityKeyInput:
             f"columns {sorted(why)} cannot be null: materialize or push them first",
             details={"field": self.join_keys[0], "entities": keys, "features": why},
         )
+
+
+def tagged_service(value: str | None, signature: Signature | None) -> dict[str, Any] | None:
+    """The feature service record of a version registered with ``feature_service=`` (its tag
+    ``name@version``), checked against the model's signature; None without the tag."""
+    if not value:
+        return None
+    name, _, version = value.partition("@")
+    cols = feature_store().describe_service(name, int(version) if version.isdigit() else None)
+    return service_record(cols, signature.to_dict() if signature is not None else None)
 
 
 def _nullable(dtype: str) -> bool:

@@ -23,10 +23,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from loopml.features.service import FEATURE_SERVICE_TAG
 from loopml.models.signature import Signature, is_dataframe
 from loopml.serving.batching import MicroBatcher
 from loopml.serving.deployments import TrafficRouter
-from loopml.serving.entity_keys import EntityKeyInput
+from loopml.serving.entity_keys import EntityKeyInput, tagged_service
 from loopml.serving.records import BatchingConfig, Endpoint, Variant
 from loopml.serving.validation import InputSpec
 
@@ -55,26 +56,29 @@ def load_version(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
     does not change a running endpoint behind the operator's back)."""
     from loopml import models
 
-    name, version, pinned = _resolve(uri)
+    name, version, pinned, tags = _resolve(uri)
     loaded = models.load(pinned, trust_pickle=trust_pickle)
     # The input was validated against the signature already: call the model directly
     # rather than LoadedModel.predict, which would check it a second time.
     signature, predict = loaded.signature, cast(Callable[[Any], Any], loaded.predictor.predict)
-    if loaded.manifest.feature_service:  # trained on a feature service: requests carry entity keys
-        keyed = EntityKeyInput(loaded.manifest.feature_service, loaded.signature)
+    # Trained on a feature service (recorded by log_model, or by the version's registration):
+    # requests carry entity keys and the features are fetched online.
+    record = loaded.manifest.feature_service or tagged_service(tags.get(FEATURE_SERVICE_TAG), signature)
+    if record:
+        keyed = EntityKeyInput(record, loaded.signature)
         signature, predict = keyed.signature, keyed.wrap(predict)
     return LoadedVersion(uri, name, version, signature, predict)
 
 
-def _resolve(uri: str) -> tuple[str, str, str]:
+def _resolve(uri: str) -> tuple[str, str, str, dict[str, str]]:
     if not uri.startswith("models:/") or uri.startswith("models:/m-"):
         name = uri.rstrip("/").rsplit("/", 2)[-2] if uri.count("/") >= 2 else uri
-        return name, "1", uri
+        return name, "1", uri, {}
     from loopml import registry
     from loopml.registry.resolve import find_version
 
     mv = find_version(registry.service(), uri)
-    return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}"
+    return mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}", dict(mv.tags)
 
 
 def predict_many(predict: Callable[[Any], Any], items: list[Any]) -> list[Any]:
