@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
+import loopml.models
+from loopml import sdk
 from loopml.config import Settings
 from loopml.data.service import LocalDataService
 from loopml.features.definitions import DataFrameSource, Entity, FeatureService, FeatureView, Field
@@ -79,8 +85,6 @@ def _runs(tracking: LocalTrackingService, dataset_digest: str) -> tuple[str, lis
         tags = [RunTag("team", "growth"), RunTag("mlflow.source.git.commit", f"{i:040x}")]
         tracking.log_batch(rid, metrics=metrics, params=params, tags=tags)
         tracking.log_inputs(rid, [DatasetInput("churn", dataset_digest, context="training")])
-        tracking.put_artifact(rid, "model/MLmodel", io.BytesIO(b"artifact_path: model\nflavors: {}\n"))
-        tracking.put_artifact(rid, "model/model.bin", io.BytesIO(b"\x00" * 64))
         tracking.update_run(rid, status="FINISHED", end_time=T0 + i * MIN + 30_000)
         ids.append(rid)
         names.append(f"run-{i}")
@@ -90,6 +94,36 @@ def _runs(tracking: LocalTrackingService, dataset_digest: str) -> tuple[str, lis
     tracking.put_artifact(first, "notes.txt", io.BytesIO(b"trained on churn@1\n"))
     tracking.put_artifact(first, "predictions.csv", io.BytesIO(b"id,score\n1,0.9\n2,0.1\n"))
     return exp, ids, names
+
+
+@contextmanager
+def _sdk_home(home: Path) -> Iterator[None]:
+    """The SDK (which ``loopml.models.log_model`` writes through) pointed at ``home`` for a while."""
+    saved = {k: os.environ.get(k) for k in ("LOOPML_HOME", "LOOPML_TRACKING_URI", "LOOPML_DATABASE_URL")}
+    os.environ["LOOPML_HOME"] = str(home)
+    for key in ("LOOPML_TRACKING_URI", "LOOPML_DATABASE_URL"):
+        os.environ.pop(key, None)
+    sdk.reset()
+    try:
+        yield
+    finally:
+        sdk.reset()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _models(home: Path, run_ids: list[str]) -> None:
+    """A real scikit-learn model in each run (so the endpoint answers requests)."""
+    rng = np.random.default_rng(2)
+    x = pd.DataFrame({"tenure": rng.normal(5, 1, 200)})
+    y = (x.tenure > 5).astype(int)
+    with _sdk_home(home):
+        for i, rid in enumerate(run_ids):
+            clf = LogisticRegression(C=1.0 + i).fit(x, y)
+            loopml.models.log_model(clf, "model", run_id=rid, input_example=x.head(3))
 
 
 def _registry(registry: LocalRegistryService, run_ids: list[str], dataset_digest: str) -> str:
@@ -196,6 +230,7 @@ def seed(home: Path) -> Seeded:
     v1 = data.register("churn", frame, description="first month")
     data.register("churn", frame.assign(tenure=frame.tenure + 1.5), description="second month")
     exp, ids, names = _runs(tracking, v1.digest)
+    _models(home, ids)
     registry = LocalRegistryService.over(tracking, "seeder")
     request_id = _registry(registry, ids, v1.digest)
     endpoints = LocalEndpointService(tracking.db, "seeder")

@@ -64,6 +64,29 @@ def test_every_page_loads_without_errors(site: Site, watched: tuple[Any, Watch])
     assert page.url.endswith("/ui/")
 
 
+def test_live_traffic_per_version_is_charted(site: Site, watched: tuple[Any, Watch]) -> None:
+    page, _ = watched
+    body = {"dataframe_split": {"columns": ["tenure"], "data": [[4.0], [6.0]]}}
+
+    def send(n: int) -> None:
+        with httpx.Client(base_url=site.url, timeout=60) as client:
+            for _ in range(n):
+                r = client.post(f"/endpoints/{site.data.endpoint}/invocations", json=body)
+                assert r.status_code == 200 and r.json()["predictions"] == [0, 1]
+
+    send(3)  # the first request loads the models
+    page.goto(f"{site.url}/ui/endpoints/{site.data.endpoint}")
+    page.wait_for_function("document.querySelector('#live-table').innerText.includes('primary')")
+    send(20)
+    # a rate needs two readings 3 s apart with traffic between them
+    served = "[...document.querySelectorAll('#live-table tbody tr')].reduce((n, tr) => n + Number(tr.cells[2].textContent), 0)"
+    page.wait_for_function(f"({served}) >= 23")  # the table refreshes itself every 3 s
+    page.wait_for_function("document.querySelectorAll('#live-rate .scatterlayer .trace').length >= 1")
+    rows = page.locator("#live-table tbody tr").all_inner_texts()
+    assert {r.split("\t")[1] for r in rows} <= {"1", "2"}  # one row per variant and model version
+    page.screenshot(path=str(site.screenshots / "endpoint-live.png"), full_page=True)
+
+
 def _names(page: Any) -> list[str]:
     return page.locator("#runs-table tbody tr td:nth-child(2)").all_inner_texts()
 

@@ -95,7 +95,11 @@ def variant_stats(request: Request, name: str) -> dict[str, Any]:
                 entry["latency_sum"] += sample.value
             elif sample.name == "loopml_serving_request_duration_seconds_count":
                 entry["count"] += sample.value
-    rows = [{"variant": v, "version": ver, **vals} for (v, ver), vals in sorted(stats.items())]
+    rows = [
+        {"variant": v, "version": ver, **vals}
+        for (v, ver), vals in sorted(stats.items())
+        if vals["requests"] or vals["errors"] or vals["count"]  # series created but never counted
+    ]
     return {"variants": rows}
 
 
