@@ -198,6 +198,9 @@ def test_approval_by_another_user_over_http(server: Server) -> None:
     assert pending.request is not None and pending.request.requested_by == "al"  # not the header's "root"
     with pytest.raises(PermissionDenied, match="cannot approve"):
         al.approve(pending.request.request_id, digest=version.digest, expected_champion=0)
+    refused = [e for e in _audit(server, actor="al") if e["outcome"] == "denied"][-1]
+    assert refused["action"] == "POST /api/v1/registry/requests/{request_id}/approve"
+    assert refused["target"] == f"model:{name}/request:{pending.request.request_id}"
     with pytest.raises(Conflict, match="you saw"):
         ap.approve(pending.request.request_id, digest=version.digest, expected_champion=7)
     done = ap.approve(pending.request.request_id, reason="ok", digest=version.digest, expected_champion=0)

@@ -510,11 +510,22 @@ class AuthMiddleware:
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, ctx: audit.AuditContext, audited: bool
     ) -> None:
+        status = 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         token = audit.bind(ctx if audited else None)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_noting_status)
         finally:
             audit.unbind(token)
+        if status in (401, 403):  # refused by the handler (e.g. approving one's own request)
+            ctx.after = {"status": status}
+            await run_in_threadpool(audit.record, self.gk.identity.db, ctx, "denied")
 
     def _admit(
         self, headers: dict[str, str], found: tuple[Rule, dict[str, str]] | None, args: dict[str, Any],
