@@ -94,14 +94,15 @@ def test_v2_is_gated_against_v1_canaried_and_promoted(played: tuple[LoopResult, 
     assert svc.get_registered_model("fraud").aliases["champion"] == 2
     assert svc.get_model_version("fraud", 2).tags[STATUS_TAG] == "champion"
     events = loopml.serving.service().list_events("fraud")  # newest first
-    canary = next(e for e in events if e.policy is not None and len(e.policy.variants) == 2)
-    assert [v.model_uri for v in canary.policy.variants] == ["models:/fraud/1", "models:/fraud/2"]
-    promoted = next(e for e in events if e.kind == "promoted")
+    split = ["models:/fraud/1", "models:/fraud/2"]
+    canary = next(e for e in events if e.policy and [v.model_uri for v in e.policy.variants] == split)
+    assert [v.role for v in canary.policy.variants] == ["primary", "canary"]  # type: ignore[union-attr]
+    promoted = next(e for e in reversed(events) if e.kind == "promoted" and "canary" in e.reason)
     assert promoted.timestamp >= canary.timestamp and "canary live quality" in promoted.reason
     assert [v.model_uri for v in loopml.serving.service().get_endpoint("fraud").policy.variants] == [
         "models:/fraud/2"
     ]
-    assert not [e for e in events if e.kind == "rollback"]
+    assert not [e for e in events if e.kind == "rollback" and e.timestamp < promoted.timestamp]
 
 
 def test_the_bad_candidate_is_refused_by_the_gate_with_the_reason(
@@ -117,11 +118,30 @@ def test_the_bad_candidate_is_refused_by_the_gate_with_the_reason(
     assert loopml.serving.service().get_endpoint("fraud").policy.primary.model_uri == "models:/fraud/2"
 
 
+def test_the_stale_candidate_passes_its_gate_and_the_canary_rolls_it_back(
+    played: tuple[LoopResult, Settings],
+) -> None:
+    result, _ = played
+    stale = result.verdicts["stale candidate"]
+    assert stale["passed"] and stale["status"] == "rolled_back"
+    assert "quality" in stale["reason"] and f"models:/fraud/{stale['version']}" in stale["reason"]
+    svc = loopml.registry.service()
+    assert svc.get_model_version("fraud", stale["version"]).tags[STATUS_TAG] == "rolled_back"
+    assert svc.get_registered_model("fraud").aliases["champion"] == 2
+    events = loopml.serving.service().list_events("fraud")
+    rollback = next(e for e in events if e.kind == "rollback")
+    assert rollback.evidence["canary_model_uri"] == f"models:/fraud/{stale['version']}"
+    checks = {c["signal"]: c for c in rollback.evidence["checks"]}
+    assert checks["quality"]["failed"] and checks["quality"]["canary"] < checks["quality"]["stable"] - 0.05
+    policy = loopml.serving.service().get_endpoint("fraud").policy
+    assert [v.model_uri for v in policy.variants] == ["models:/fraud/2"]
+
+
 def test_the_monitor_follows_the_new_champion_and_the_story_is_complete(
     played: tuple[LoopResult, Settings],
 ) -> None:
     result, settings = played
     monitor = loopml.monitoring.service().get_monitor("fraud-live")
     assert monitor.reference == "card-transactions-model-train@2"
-    assert result.kinds()[-1] == "rejected"
+    assert result.kinds()[-2:] == ["rejected", "rolled_back"]
     assert Path(settings.home, "demo-server.log").is_file()

@@ -1,5 +1,6 @@
 """``loopml demo``: the whole loop, narrated: ship, serve, drift, retrain by trigger, canary,
-promote, refuse a bad candidate (about two minutes on two cores, offline).
+promote, refuse a bad candidate at the gate and roll a stale one back on live traffic (about
+two minutes on two cores, offline).
 
     $ loopml demo                 # or: make demo / python -m loopml.demo
     $ loopml demo --quick         # the 3-run hyper-parameter sweep only (no server)
@@ -37,6 +38,7 @@ _STYLE = {
     "monitor": "cyan",
     "pipeline": "magenta",
 }
+ACTS = 6
 _ICON = {"promoted": "✔", "rejected": "✘", "rolled_back": "↩", "alert": "⚠", "trigger_started": "⚡"}
 
 
@@ -47,7 +49,8 @@ def demo(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Server port (0: any free one).")] = 0,
 ) -> None:
     """Run the closed loop on the embedded store: v1 shipped, drift detected, v2 retrained by
-    trigger, canaried and promoted, a bad candidate refused. --quick/--sweep: the old sweep."""
+    trigger, canaried and promoted, a bad candidate refused by the gate, a stale one rolled
+    back by the canary. --quick/--sweep: the old sweep."""
     if quick or sweep:
         from loopml.demo import main as run_sweep
 
@@ -99,6 +102,8 @@ def _play(loop: Any, act: Callable[[str], None], url: str) -> LoopResult:
     loop.retrain_on_trigger()
     act("5 · A deliberately bad candidate (its training labels shuffled)")
     loop.bad_candidate()
+    act("6 · A candidate retrained on last month's data by mistake: it passes its gate, then goes live")
+    loop.stale_candidate()
     result: LoopResult = loop.result
     return result
 
@@ -124,7 +129,7 @@ def _narration(
     columns = (TextColumn("  {task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
-        loop_task = progress.add_task("[bold]closed loop", total=5)
+        loop_task = progress.add_task("[bold]closed loop", total=ACTS)
         acts = [0]
 
         def act(title: str) -> None:
@@ -142,7 +147,7 @@ def _narration(
             progress.update(tasks[what], completed=done, total=total)
 
         yield on_event, on_progress, act
-        progress.update(loop_task, completed=5)
+        progress.update(loop_task, completed=ACTS)
 
 
 def _print_event(progress: Progress, started: float, kind: str, message: str, data: dict[str, Any]) -> None:

@@ -19,6 +19,9 @@ pipeline (:mod:`loopml.pipelines.templates.pipeline`) doing every model change:
    serving process's rollback judge found it no worse than v1.
 5. A **deliberately bad candidate** (the pipeline with its ``train`` step replaced by one
    that shuffles the labels) is refused by the gate, with the reason.
+6. A **stale candidate** (the pipeline run on last month's data by mistake) passes its gate
+   on its own stale holdout, goes out as a canary, and is **rolled back** by the serving
+   process's judge on live quality, with the evidence.
 
 Every step is reported to ``on_event(kind, message, data)``; the returned :class:`LoopResult`
 lists the transitions (the integration test asserts them, ``loopml demo`` narrates them).
@@ -291,6 +294,7 @@ class ClosedLoop:
         self.watch("after the shift", synthetic.between(self.data, 40, 50), retrain_on=True)
         self.retrain_on_trigger()
         self.bad_candidate()
+        self.stale_candidate()
         self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -386,18 +390,12 @@ class ClosedLoop:
         monitor = loopml.monitoring.service(self.settings)
         assert isinstance(monitor, LocalMonitorService)
         scheduler = PipelineScheduler(self.settings, monitor=monitor)
-        stop, errors = threading.Event(), list[BaseException]()
-        caller = threading.Thread(target=self._canary_traffic, args=(stop, errors), daemon=True)
-        caller.start()
-        try:
-            scheduler.tick(wait=False)  # each firing on the scheduler's threads, like the server's
-            fired = [f.result() for f in scheduler.futures]
-        finally:
-            stop.set()
-            caller.join(timeout=60)
-            scheduler.stop()
-        if errors:
-            raise LoopmlError(f"canary traffic failed: {errors[0]}") from errors[0]
+        with self._live_callers("live traffic during retraining"):
+            try:
+                scheduler.tick(wait=False)  # each firing on the scheduler's threads, like the server's
+                fired = [f.result() for f in scheduler.futures]
+            finally:
+                scheduler.stop()
         mine = [r for r in fired if r.pipeline == self.config.pipeline]
         started = [r for r in mine if r.status == "started" and r.run_id]
         for record in mine:
@@ -429,6 +427,36 @@ class ClosedLoop:
             progress=self._step_done,
         )
         self._finished("bad candidate", run.run_id, run.value)
+
+    def stale_candidate(self) -> None:
+        """A retraining pointed at last month's data by mistake: on its own (stale) holdout it
+        beats the champion, so the gate passes; on live traffic it is worse, and the serving
+        process's judge rolls the canary back."""
+        import loopml.data
+        from loopml.pipelines.templates.pipeline import continuous_training_pipeline
+
+        dv = loopml.data.get(f"{self.config.dataset}-first-month")
+        with self._live_callers("live traffic during the stale canary"):
+            run = continuous_training_pipeline.run(
+                {"data": dv.ref, "config": self.ct_config().to_dict()},
+                settings=self.settings,
+                progress=self._step_done,
+            )
+        self._finished("stale candidate", run.run_id, run.value)
+
+    @contextmanager
+    def _live_callers(self, what: str) -> Iterator[None]:
+        """Callers use the endpoint (and judge each answer) while the block runs."""
+        stop, errors = threading.Event(), list[BaseException]()
+        caller = threading.Thread(target=self._canary_traffic, args=(stop, errors, what), daemon=True)
+        caller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            caller.join(timeout=60)
+        if errors:
+            raise LoopmlError(f"{what} failed: {errors[0]}") from errors[0]
 
     # -- helpers -------------------------------------------------------------------------------
     def ct_config(self) -> CTConfig:
@@ -531,18 +559,18 @@ class ClosedLoop:
         if run.result.get("triggers"):
             self._emit("trigger_pending", f"trigger left for pipeline {self.config.pipeline}", {})
 
-    def _canary_traffic(self, stop: threading.Event, errors: list[BaseException]) -> None:
+    def _canary_traffic(self, stop: threading.Event, errors: list[BaseException], what: str) -> None:
         """Callers while the pipeline runs: one transaction per request, each answer judged at
         once; light traffic until the canary is live, then as fast as the callers go."""
         try:
-            self._call_canary(stop)
+            self._call_canary(stop, what)
         except Exception as exc:  # reported by retrain_on_trigger(): a thread cannot raise to it
             errors.append(exc)
 
-    def _call_canary(self, stop: threading.Event) -> None:
+    def _call_canary(self, stop: threading.Event, what: str) -> None:
         pool = synthetic.between(self.data, 55, 60)
         sent, total = 0, len(pool)
-        tick = self._progress("live traffic during retraining", total)
+        tick = self._progress(what, total)
         while not stop.is_set() and sent < total:
             canary = len(self.endpoints.get_endpoint(self.config.endpoint).policy.live) > 1
             size = self.config.workers * (5 if canary else 1)
@@ -558,7 +586,7 @@ class ClosedLoop:
             if not canary:
                 stop.wait(0.25)
         if self.on_progress is not None:  # the callers stop with the pipeline: close the bar there
-            self.on_progress("live traffic during retraining", sent, sent)
+            self.on_progress(what, sent, sent)
 
     def _progress(self, what: str, total: int) -> Callable[[int], None]:
         done = [0]
