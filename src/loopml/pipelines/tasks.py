@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from loopml.pipelines.values import Ref, json_bytes, load_value, store_value
 from loopml.store.blobs import BlobStore, open_blob_store
 
 _stores: dict[str, BlobStore] = {}
+_capturing = threading.RLock()
 
 
 def blob_store(root: str) -> BlobStore:
@@ -101,7 +103,9 @@ def execute_task(task: Task) -> TaskResult:
             kwargs = _arguments(blobs, task.args)
             if task.context_param:
                 kwargs[task.context_param] = ctx
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            # sys.stdout is process-wide: steps of concurrent runs in one process (the server's
+            # scheduler threads) take turns, so each capture restores what it replaced.
+            with _capturing, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 value = task.fn(**kwargs)
             result.outputs = _outputs(blobs, task, value)
             result.ok, result.error = True, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -313,3 +314,38 @@ def test_a_step_records_metrics_params_and_tags_on_its_run(settings: Settings) -
         assert step_run.tags["quality"] == "ok"
         assert step_run.tags["loopml.pipeline.cached"] == str(cached).lower()
     assert measured(2) == 2  # outside a pipeline the context is supplied too
+
+
+@step(cache=False)
+def chatty(word: str) -> str:
+    for _ in range(20):
+        print(word)
+        time.sleep(0.002)  # let the other runs' steps interleave
+    return word
+
+
+def test_concurrent_runs_in_one_process_keep_their_own_logs(settings: Settings) -> None:
+    import sys
+    import threading
+
+    @pipeline
+    def talk(word: str = "") -> str:
+        return chatty(word)
+
+    before = sys.stdout
+    results: dict[str, str] = {}
+
+    def run(word: str) -> None:
+        result = talk.run({"word": word}, settings=settings, concurrent=True)
+        store, _ = context(settings)
+        results[word] = store.blobs.read_bytes(result.record.steps[0].logs["stdout"]).decode()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in ("alpha", "beta", "gamma")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sys.stdout is before
+    assert {w: set(text.split()) for w, text in results.items()} == {
+        w: {w} for w in ("alpha", "beta", "gamma")
+    }
