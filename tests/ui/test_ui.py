@@ -262,3 +262,13 @@ def test_the_audit_log_lists_ui_actions_and_verifies_its_chain(
     assert "Chain intact" in page.inner_text("#verify-result")
     page.goto(f"{site.url}/ui/audit?target=nothing-like-this")
     assert "No audit entries match" in page.content()
+
+
+def test_missing_things_get_an_html_page_that_names_them(site: Site) -> None:
+    r = httpx.get(f"{site.url}/ui/runs/0123456789abcdef0123456789abcdef")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "0123456789abcdef0123456789abcdef" in r.text
+    r = httpx.get(f"{site.url}/ui/no-such-page")
+    assert r.status_code == 404 and "no page at /ui/no-such-page" in r.text
+    r = httpx.get(f"{site.url}/ui/compare", params={"run": site.data.run_ids[0]})
+    assert r.status_code == 400 and "2 to 10 runs" in r.text

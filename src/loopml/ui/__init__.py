@@ -15,10 +15,11 @@ from pathlib import Path
 import plotly
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from loopml.config import Settings
-from loopml.errors import LoopmlError
+from loopml.errors import LoopmlError, NotFound
 from loopml.ui import artifacts, data, endpoints, ops, pipelines, registry, runs
 from loopml.ui._common import STATIC_DIR, page
 
@@ -45,6 +46,7 @@ def create_ui(app_state: object, settings: Settings) -> FastAPI:
     ui.add_api_route("/static/{name}", _static, methods=["GET"])
     ui.add_exception_handler(LoopmlError, _error_page)  # type: ignore[arg-type]
     ui.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    ui.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     return ui
 
 
@@ -68,6 +70,14 @@ def _static(request: Request, name: str) -> Response:
 
 async def _error_page(request: Request, exc: LoopmlError) -> Response:
     return page(request, "error.html", "", status_code=exc.status_code, error=exc)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 404:
+        err: LoopmlError = NotFound(f"there is no page at {request.url.path}; start from the experiments")
+    else:
+        err = LoopmlError(str(exc.detail))
+    return page(request, "error.html", "", status_code=exc.status_code, error=err)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
