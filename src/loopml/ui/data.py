@@ -83,7 +83,7 @@ def _freshness(request: Request, views: list[DefinitionRecord]) -> dict[str, str
         return {}
     settings = request.app.state.ui_settings
     try:
-        store = open_online_store(getattr(settings, "online_store", None), home=Path(settings.home))
+        store = open_online_store(settings.online_store, home=Path(settings.home))
     except (LoopmlError, OSError) as exc:
         return {v.name: f"online store unavailable: {exc}" for v in views}
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 
 from loopml.errors import LoopmlError
@@ -17,6 +19,7 @@ from loopml.ui._common import check_csrf, empty_state, page
 SCOPE_USER = "loopml.user"
 
 router = APIRouter()
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def _svc(request: Request) -> RegistryService:
@@ -108,8 +111,13 @@ def version_page(request: Request, name: str, version: str) -> Response:
         gate_result=gate_result,
         evaluations=svc.list_evaluations(name, mv.version),
         requests=[r for r in svc.list_requests(name, status=None) if r.version == mv.version],
-        card=svc.card(name, mv.version),
+        card=render_markdown(svc.card(name, mv.version)),
     )
+
+
+def render_markdown(text: str) -> Markup:
+    """CommonMark with tables; raw HTML in the text is escaped, unsafe link schemes dropped."""
+    return Markup(_MARKDOWN.render(text))
 
 
 def _decide(request: Request, request_id: str, token: str, reason: str, approve: bool) -> Response:

@@ -1,10 +1,11 @@
-"""What the UI sends to its charts: long metric histories are thinned, ends kept."""
+"""What the UI renders from data: chart series (long histories thinned) and model cards."""
 
 from __future__ import annotations
 
 import itertools
 
 from loopml.tracking.records import Metric
+from loopml.ui.registry import render_markdown
 from loopml.ui.runs import MAX_CHART_POINTS, _thin
 
 
@@ -21,3 +22,11 @@ def test_a_long_history_is_thinned_evenly_keeping_both_ends() -> None:
 def test_a_short_history_is_sent_whole() -> None:
     points = [Metric("acc", 0.5, 1000 + s, s) for s in range(MAX_CHART_POINTS)]
     assert _thin(points) == points
+
+
+def test_a_model_card_renders_as_html_without_running_anything_in_it() -> None:
+    card = "# churn v2\n\n| metric | value |\n|---|---|\n| accuracy | 0.74 |\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1))"
+    html = str(render_markdown(card))
+    assert "<h1>churn v2</h1>" in html and "<td>accuracy</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript:' not in html
