@@ -23,15 +23,14 @@ from typing import Any, cast
 
 import numpy as np
 
-from loopml.features.service import FEATURE_SERVICE_TAG
 from loopml.models.signature import Signature, is_dataframe
 from loopml.serving.batching import MicroBatcher
 from loopml.serving.deployments import TrafficRouter
-from loopml.serving.entity_keys import EntityKeyInput, tagged_service
 from loopml.serving.records import BatchingConfig, Endpoint, Variant
 from loopml.serving.validation import InputSpec
 
 log = logging.getLogger("loopml.serving")
+FEATURE_SERVICE_TAG = "loopml.feature_service"  # as loopml.features.service names it
 
 
 @dataclass(slots=True)
@@ -63,9 +62,12 @@ def load_version(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
     signature, predict = loaded.signature, cast(Callable[[Any], Any], loaded.predictor.predict)
     # Trained on a feature service (recorded by log_model, or by the version's registration):
     # requests carry entity keys and the features are fetched online.
-    record = loaded.manifest.feature_service or tagged_service(tags.get(FEATURE_SERVICE_TAG), signature)
-    if record:
-        keyed = EntityKeyInput(record, loaded.signature)
+    if loaded.manifest.feature_service or FEATURE_SERVICE_TAG in tags:
+        # Imported here: the feature store stack (duckdb, pyarrow) loads only for such models.
+        from loopml.serving.entity_keys import EntityKeyInput, tagged_service
+
+        record = loaded.manifest.feature_service or tagged_service(tags[FEATURE_SERVICE_TAG], signature)
+        keyed = EntityKeyInput(record or {}, loaded.signature)
         signature, predict = keyed.signature, keyed.wrap(predict)
     return LoadedVersion(uri, name, version, signature, predict)
 
