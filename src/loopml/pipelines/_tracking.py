@@ -15,6 +15,7 @@ import orjson
 
 from loopml.data.lineage import dataset_input
 from loopml.data.records import DatasetVersion
+from loopml.errors import AlreadyExists
 from loopml.pipelines.records import PipelineRunRecord, StepRecord
 from loopml.pipelines.values import Ref
 from loopml.store.blobs import BlobStore
@@ -36,8 +37,7 @@ class RunTracker:
         self.parent = ""
 
     def start(self, run: PipelineRunRecord) -> str:
-        exp = self.svc.get_experiment_by_name(run.pipeline)
-        self.experiment_id = exp.experiment_id if exp else self.svc.create_experiment(run.pipeline)
+        self.experiment_id = self._experiment(run.pipeline)
         tags = {"loopml.pipeline": run.pipeline, "loopml.pipeline.run_id": run.run_id,
                 "loopml.pipeline.executor": run.executor}  # fmt: skip
         if run.resumed_from:
@@ -53,6 +53,17 @@ class RunTracker:
         if params:
             self.svc.log_batch(self.parent, params=params)
         return self.parent
+
+    def _experiment(self, name: str) -> str:
+        exp = self.svc.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.svc.create_experiment(name)
+        except AlreadyExists:  # another run of this pipeline created it just now
+            found = self.svc.get_experiment_by_name(name)
+            assert found is not None
+            return found.experiment_id
 
     def step(
         self, step: StepRecord, literals: dict[str, Any], inputs: list[Ref], reused_from: str = ""
