@@ -37,7 +37,7 @@ from loopml.features.online import (
     OnlineStore,
     to_utc_micros,
 )
-from loopml.features.push_log import PushLog, canonical_rows, with_pushed
+from loopml.features.push_log import COMPACT_AT, PushLog, canonical_rows, with_pushed
 
 _BATCH = 100_000
 
@@ -192,6 +192,8 @@ def push(view: FeatureView, rows: Any, store: OnlineStore, *, push_log: PushLog 
         log.discard(staged)
         raise
     log.publish(staged)
+    if len(log.segments(view.name)) >= COMPACT_AT:
+        log.compact(view)
     return written
 
 

@@ -5,7 +5,9 @@
 ``get_historical_features`` builds (it reads a view's batch source UNION ALL its pushed rows).
 Segments hold the view's columns with canonical types (join keys and features as declared,
 timestamps as UTC microseconds), are written to a temporary file and renamed, and are only
-published once the online write succeeded.
+published once the online write succeeded. Once a view has ``COMPACT_AT`` segments, a push
+merges them into one (:meth:`PushLog.compact`), so a stream of small pushes does not leave
+thousands of files for offline reads to open.
 
 >>> import tempfile
 >>> PushLog(tempfile.mkdtemp()).segments("stats")
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import duckdb
 
 _UTC_US = pa.timestamp("us", tz="UTC")
+COMPACT_AT = 64
 
 
 class PushLog:
@@ -66,6 +69,23 @@ class PushLog:
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+
+    def compact(self, view: FeatureView) -> int:
+        """Merge the view's segments into one; returns how many were merged (0: nothing to do).
+
+        Safe alongside readers and pushes: the merged segment is published before the old ones
+        are removed, and a row seen twice meanwhile is harmless (the point-in-time join and
+        materialization pick one row per entity and time).
+        """
+        segments = self.segments(view.name)
+        if len(segments) < 2:
+            return 0
+        tables = [pq.read_table(path) for path in segments]
+        merged = pa.concat_tables(tables, promote_options="permissive")
+        self.publish(self.stage(view, merged))
+        for path in segments:
+            path.unlink(missing_ok=True)
+        return len(segments)
 
     def relation(self, view: FeatureView, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation | None:
         """The view's pushed rows as a DuckDB relation, or ``None`` when nothing was pushed."""

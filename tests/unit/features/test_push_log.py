@@ -15,7 +15,7 @@ from loopml.features.materialize import get_online_features, materialize, push
 from loopml.features.offline import get_historical_features
 from loopml.features.online import OnlineStore
 from loopml.features.online_sqlite import SqliteOnlineStore
-from loopml.features.push_log import PushLog
+from loopml.features.push_log import COMPACT_AT, PushLog
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
@@ -107,3 +107,22 @@ def test_a_failed_push_leaves_no_segment_and_bad_values_are_refused(tmp_path: Pa
     assert log.segments("stats") == []
     with pytest.raises(InvalidInput, match="'rate'"):
         push(view, fresh.assign(rate=["fast"]), closed, push_log=log)
+
+
+def test_many_small_pushes_are_compacted_without_losing_a_row(store: OnlineStore, tmp_path: Path) -> None:
+    view, log = _view(tmp_path), PushLog(tmp_path / "push")
+    for i in range(COMPACT_AT + 3):
+        one = pd.DataFrame(
+            {"driver_id": [i % 2 + 1], "event_timestamp": [T0 + (i + 1) * HOUR], "rate": [float(i)]}
+        )
+        push(view, one, store, push_log=log)
+    assert 1 <= len(log.segments("stats")) <= 4
+    hours = [h + 1.5 for h in range(COMPACT_AT + 3)]
+    entity_df = pd.DataFrame(
+        {"driver_id": [1] * len(hours), "event_timestamp": [T0 + h * HOUR for h in hours]}
+    )
+    offline = get_historical_features(entity_df, ["stats:rate"], views=[view], push_log=log)[
+        "rate"
+    ].to_pylist()
+    # Driver 1 got the even pushes: at hour i + 1.5 its latest is push i (even) or i - 1.
+    assert offline == [float(i - i % 2) for i in range(COMPACT_AT + 3)]
