@@ -217,3 +217,44 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(
         pipe.run({}, settings=settings)
     assert store.unlock("retrain") == other.run_id
     assert pipe.run({}, settings=settings).status == "SUCCEEDED"
+
+
+@pytest.mark.postgres
+def test_runs_cache_and_locks_on_postgresql(
+    postgres_url: str,
+    tmp_path: Path,
+    write_pipeline: Callable[..., Pipeline],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"pipes_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(
+        postgres_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "pg-home"))
+    monkeypatch.setenv("LOOPML_DATABASE_URL", url)
+    settings = Settings.load()
+    try:
+        pipe = write_pipeline(FLOW)
+        first = pipe.run({"name": "pg"}, settings=settings)
+        again = pipe.run({"name": "pg"}, settings=settings)
+        assert (first.value, again.cached_steps) == ("hello pg", ["hello"])
+        store, _ = context(settings)
+        store.acquire("retrain", "a" * 32)
+        with pytest.raises(Conflict):
+            store.acquire("retrain", "b" * 32)
+        store.release("retrain", "a" * 32)
+        register(pipe, schedule="* * * * *", settings=settings)
+        later = time.time() + 2 * MINUTE
+        assert len(PipelineScheduler(settings, clock=lambda: later).tick()) == 1
+    finally:
+        from loopml.pipelines import engine
+
+        engine.reset()
