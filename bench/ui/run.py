@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -300,7 +301,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             "requests": args.requests,
             "results": [asdict(r) for r in results],
             "summary": summary,
-            "machine": machine_info(REPO, None),
+            "machine": {**machine_info(REPO, None), "mlflow": metadata.version("mlflow")},
         }
         args.json.write_text(json.dumps(out, indent=2))
 
