@@ -4,7 +4,9 @@ Jinja2 renders every page; a small script of our own swaps table fragments, sort
 confirmations and draws charts with plotly.js, which is served from the installed plotly
 package (nothing comes from a CDN, so the UI works offline).
 
->>> install(app, settings)  # doctest: +SKIP  (done by loopml.server.app.create_app)
+``loopml.server.app.create_app`` mounts it:
+
+>>> install(app, settings)  # doctest: +SKIP
 """
 
 from __future__ import annotations

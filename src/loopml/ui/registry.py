@@ -14,8 +14,8 @@ from loopml.registry.records import RequestStatus
 from loopml.registry.service import RegistryService
 from loopml.ui._common import check_csrf, empty_state, page
 
-# The request scope key loopml.server.auth stores the verified user under (the UI sits below the
-# server and does not import it).
+# The request scope key loopml.server.auth stores the verified user under (the UI and the server
+# are both adapters over the capabilities; neither imports the other's modules).
 SCOPE_USER = "loopml.user"
 
 router = APIRouter()
