@@ -241,3 +241,24 @@ def test_audit_cli_lists_exports_and_catches_tampering(
         conn.execute("update audit_log set actor = 'nobody' where seq = 3")
     bad = runner.invoke(cli_app, ["audit", "verify"])
     assert bad.exit_code == 1 and "entry 3: content does not match its hash" in bad.output
+
+
+def test_users_cli_against_the_server(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPML_TRACKING_URI", server.url)
+    runner = CliRunner()
+    monkeypatch.setenv("LOOPML_TOKEN", server.tokens["vi"])
+    mine = runner.invoke(cli_app, ["users", "token", "--name", "laptop"])
+    assert mine.exit_code == 0 and mine.stdout.strip().startswith("lm_")  # anyone signed in: their own
+    denied = runner.invoke(cli_app, ["users", "create", "mallory", "--role", "admin"])
+    assert denied.exit_code == 1 and "needs admin" in denied.output
+    monkeypatch.setenv("LOOPML_TOKEN", server.tokens["root"])
+    assert runner.invoke(cli_app, ["users", "create", "cli-made", "--role", "viewer"]).exit_code == 0
+    assert (
+        runner.invoke(cli_app, ["users", "grant", "cli-made", "editor", "--experiment", "0"]).exit_code == 0
+    )
+    listed = orjson.loads(runner.invoke(cli_app, ["users", "list", "--json"]).stdout)
+    assert {("cli-made", "viewer", ""), ("cli-made", "editor", "0")} <= {
+        (b["user"], b["role"], b["resource_name"]) for b in listed["roles"]
+    }
+    tokens = orjson.loads(runner.invoke(cli_app, ["users", "tokens", "vi", "--json"]).stdout)
+    assert "laptop" in {t["name"] for t in tokens} and all("token" not in t for t in tokens)

@@ -52,7 +52,8 @@ def list_entries(
     """List audit entries, oldest first."""
     from loopml.cli import render
 
-    found = governance().audit_entries(parse_since(since), actor, target, limit)
+    with governance() as svc:
+        found = svc.audit_entries(parse_since(since), actor, target, limit)
     if as_json:
         render.print_json(found)
         return
@@ -75,14 +76,15 @@ def export(since: Since = None, actor: Actor = None, target: Target = None) -> N
     """Write every matching entry as JSON lines to stdout."""
     import orjson
 
-    svc, after, batch = governance(), 0, 5000
-    while True:
-        page = svc.audit_entries(parse_since(since), actor, target, batch, after)
-        for entry in page:
-            sys.stdout.buffer.write(orjson.dumps(entry) + b"\n")
-        if len(page) < batch:
-            break
-        after = int(page[-1]["seq"])
+    after, batch = 0, 5000
+    with governance() as svc:
+        while True:
+            page = svc.audit_entries(parse_since(since), actor, target, batch, after)
+            for entry in page:
+                sys.stdout.buffer.write(orjson.dumps(entry) + b"\n")
+            if len(page) < batch:
+                break
+            after = int(page[-1]["seq"])
     sys.stdout.flush()
 
 
@@ -96,7 +98,11 @@ def verify(
     """Recompute the hash chain; exit 1 naming every edited or deleted entry."""
     from loopml.cli import render
 
-    found = _verify_local_anchor(anchor) if anchor is not None else governance().audit_verify()
+    if anchor is not None:
+        found = _verify_local_anchor(anchor)
+    else:
+        with governance() as svc:
+            found = svc.audit_verify()
     if as_json:
         render.print_json(found)
     if not found["ok"]:
@@ -119,4 +125,8 @@ def _verify_local_anchor(anchor: str) -> dict[str, Any]:
     settings = Settings.load()
     if settings.is_remote:
         raise InvalidInput("--anchor works on the store directly; run it where the database is reachable")
-    return audit.verify(Database(settings.database_url), (int(seq), digest)).to_dict()
+    db = Database(settings.database_url)
+    try:
+        return audit.verify(db, (int(seq), digest)).to_dict()
+    finally:
+        db.dispose()

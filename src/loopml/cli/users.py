@@ -12,6 +12,8 @@ otherwise they work on the local store directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -30,22 +32,29 @@ ExperimentOpt = Annotated[str | None, typer.Option("--experiment", help="Experim
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Registered model name (else project-wide).")]
 
 
-def governance() -> GovernanceService:
-    """The governance service the environment configures (local store or server)."""
+@contextmanager
+def governance() -> Iterator[GovernanceService]:
+    """The governance service the environment configures (local store or server), closed after."""
     from loopml.config import Settings
 
     settings = Settings.load()
+    svc: GovernanceService
     if settings.is_remote:
         from loopml.client.http_governance import HttpGovernanceService
 
-        return HttpGovernanceService(
+        svc = HttpGovernanceService(
             str(settings.tracking_uri), token=settings.token, retries=settings.http_retries,
             timeout=settings.http_timeout,
         )  # fmt: skip
-    from loopml.governance.service import LocalGovernanceService
-    from loopml.store.db import Database
+    else:
+        from loopml.governance.service import LocalGovernanceService
+        from loopml.store.db import Database
 
-    return LocalGovernanceService(Database(settings.database_url), settings.user)
+        svc = LocalGovernanceService(Database(settings.database_url), settings.user)
+    try:
+        yield svc
+    finally:
+        svc.close()
 
 
 def _resource(experiment: str | None, model: str | None) -> tuple[str, str]:
@@ -76,7 +85,8 @@ def bootstrap(
     as_json: JsonOption = False,
 ) -> None:
     """Create the first admin with the one-time bootstrap token; prints the admin's API token."""
-    _print_token(governance().bootstrap(token, admin, password), as_json)
+    with governance() as svc:
+        _print_token(svc.bootstrap(token, admin, password), as_json)
 
 
 @app.command()
@@ -91,7 +101,8 @@ def create(
     """Create a user (admins only)."""
     from loopml.cli import render
 
-    found = governance().create_user(name, password, role)
+    with governance() as svc:
+        found = svc.create_user(name, password, role)
     if as_json:
         render.print_json(found)
     else:
@@ -103,8 +114,8 @@ def list_users(as_json: JsonOption = False) -> None:
     """List users and their roles."""
     from loopml.cli import render
 
-    svc = governance()
-    users, bindings = svc.list_users(), svc.list_roles(None)
+    with governance() as svc:
+        users, bindings = svc.list_users(), svc.list_roles(None)
     if as_json:
         render.print_json({"users": users, "roles": bindings})
         return
@@ -124,14 +135,16 @@ def list_users(as_json: JsonOption = False) -> None:
 @app.command()
 def disable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Disable a user: their tokens and password stop working at once."""
-    governance().update_user(name, True, None)
+    with governance() as svc:
+        svc.update_user(name, True, None)
     typer.echo(f"disabled {name}")
 
 
 @app.command()
 def enable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Re-enable a disabled user."""
-    governance().update_user(name, False, None)
+    with governance() as svc:
+        svc.update_user(name, False, None)
     typer.echo(f"enabled {name}")
 
 
@@ -143,7 +156,8 @@ def token(
     as_json: JsonOption = False,
 ) -> None:
     """Issue an API token (printed once; use it as LOOPML_TOKEN or MLFLOW_TRACKING_TOKEN)."""
-    _print_token(governance().create_token(user, name, expires_in), as_json)
+    with governance() as svc:
+        _print_token(svc.create_token(user, name, expires_in), as_json)
 
 
 @app.command()
@@ -154,7 +168,8 @@ def tokens(
     """List tokens (never their secrets) with expiry, revocation and last use."""
     from loopml.cli import render
 
-    found = governance().list_tokens(user)
+    with governance() as svc:
+        found = svc.list_tokens(user)
     if as_json:
         render.print_json(found)
         return
@@ -170,7 +185,8 @@ def revoke_token(
     token_id: Annotated[str, typer.Argument(help="The token's id (see `loopml users tokens`).")],
 ) -> None:
     """Revoke a token: it stops working at once."""
-    governance().revoke_token(token_id)
+    with governance() as svc:
+        svc.revoke_token(token_id)
     typer.echo(f"revoked token {token_id}")
 
 
@@ -183,7 +199,8 @@ def grant(
 ) -> None:
     """Give a user a role, project-wide or on one experiment / registered model."""
     rtype, rname = _resource(experiment, model)
-    governance().grant(user, role, rtype, rname)
+    with governance() as svc:
+        svc.grant(user, role, rtype, rname)
     typer.echo(f"{user} is {role} on " + ("the project" if rtype == "project" else f"{rtype} {rname}"))
 
 
@@ -195,5 +212,6 @@ def revoke(
 ) -> None:
     """Remove a user's role binding (project-wide, or on one experiment / model)."""
     rtype, rname = _resource(experiment, model)
-    governance().revoke_role(user, rtype, rname)
+    with governance() as svc:
+        svc.revoke_role(user, rtype, rname)
     typer.echo(f"removed {user}'s role on " + ("the project" if rtype == "project" else f"{rtype} {rname}"))

@@ -63,6 +63,10 @@ class GovernanceService(abc.ABC):
     @abc.abstractmethod
     def audit_verify(self) -> JSON: ...
 
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
 
 def _new(t: NewToken) -> JSON:
     return {**asdict(t.info), "token": t.secret}
@@ -148,3 +152,6 @@ class LocalGovernanceService(GovernanceService):
 
     def audit_verify(self) -> JSON:
         return audit.verify(self.db).to_dict()
+
+    def close(self) -> None:
+        self.db.dispose()
