@@ -66,8 +66,15 @@ class InProcessExecutor(Executor):
 
 
 def _pin_threads() -> None:
+    """One BLAS/OpenMP thread per worker (several workers share the cores)."""
     for var in _PINNED:
         os.environ[var] = "1"
+    if "numpy" in sys.modules:  # loaded by the re-imported main script before these took effect
+        try:
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+        except ImportError:
+            return
+        threadpool_limits(1)
 
 
 def _run_pickled(payload: bytes) -> TaskResult:
