@@ -14,6 +14,7 @@ version, after which the old runtime's batchers drain and close.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,6 +44,8 @@ class LoadedVersion:
     version: str
     signature: Signature | None
     predict: Callable[[Any], Any]
+    # True when predict waits on I/O (a model fetching its features online): run it in a thread.
+    blocking: bool = False
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,7 @@ def load_version(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
     # The input was validated against the signature already: call the model directly
     # rather than LoadedModel.predict, which would check it a second time.
     signature, predict = loaded.signature, cast(Callable[[Any], Any], loaded.predictor.predict)
+    keyed_by_entity = False
     # Trained on a feature service (recorded by log_model, or by the version's registration):
     # requests carry entity keys and the features are fetched online.
     if loaded.manifest.feature_service or FEATURE_SERVICE_TAG in tags:
@@ -68,8 +72,8 @@ def load_version(uri: str, *, trust_pickle: bool = False) -> LoadedVersion:
 
         record = loaded.manifest.feature_service or tagged_service(tags[FEATURE_SERVICE_TAG], signature)
         keyed = EntityKeyInput(record or {}, loaded.signature)
-        signature, predict = keyed.signature, keyed.wrap(predict)
-    return LoadedVersion(uri, name, version, signature, predict)
+        signature, predict, keyed_by_entity = keyed.signature, keyed.wrap(predict), True
+    return LoadedVersion(uri, name, version, signature, predict, blocking=keyed_by_entity)
 
 
 def _resolve(uri: str) -> tuple[str, str, str, dict[str, str]]:
@@ -174,11 +178,15 @@ class EndpointRuntime:
 
     async def predict(self, variant: str, model_input: Any) -> Any:
         """Predict on ``variant``: through its batcher when batching is on, else inline (a
-        sub-millisecond predict costs less on the event loop than a hop to a thread)."""
+        sub-millisecond predict costs less on the event loop than a hop to a thread) unless the
+        version's predict waits on I/O."""
         batcher = self.batchers.get(variant)
         if batcher is not None:
             return await batcher.submit(model_input)
-        return self.versions[variant].predict(model_input)
+        handle = self.versions[variant]
+        if handle.blocking:
+            return await asyncio.to_thread(handle.predict, model_input)
+        return handle.predict(model_input)
 
     async def close(self) -> None:
         """Let queued requests finish on this revision, then free its threads."""
