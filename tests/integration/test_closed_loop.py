@@ -143,5 +143,10 @@ def test_the_monitor_follows_the_new_champion_and_the_story_is_complete(
     result, settings = played
     monitor = loopml.monitoring.service().get_monitor("fraud-live")
     assert monitor.reference == "card-transactions-model-train@2"
+    healthy = result.monitor_runs["with v2 in production"]
+    assert {r["state"] for r in healthy.result["rules"]} == {"ok"}
+    assert len(healthy.result["alerts_resolved"]) == 2
+    assert loopml.monitoring.service().list_alerts("fraud-live", status="firing") == []
+    assert "challenger" not in loopml.registry.service().get_registered_model("fraud").aliases
     assert result.kinds()[-2:] == ["rejected", "rolled_back"]
     assert Path(settings.home, "demo-server.log").is_file()

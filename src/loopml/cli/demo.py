@@ -36,6 +36,7 @@ _STYLE = {
     "trigger_skipped": "dim yellow",
     "monitor_run": "cyan",
     "monitor": "cyan",
+    "resolved": "green",
     "pipeline": "magenta",
 }
 ACTS = 6
@@ -189,7 +190,7 @@ def _summary(console: Console, result: LoopResult, config: LoopConfig, home: Any
     for who, verdict in result.verdicts.items():
         style = _STYLE.get(verdict["status"], "")
         reason = str(verdict.get("reason") or "")
-        outcome = f"[{style}]{verdict['status']}[/] {reason[:90]}" if style else verdict["status"]
+        outcome = f"[{style}]{verdict['status']}[/] {reason[:240]}" if style else verdict["status"]
         table.add_row(who, str(verdict.get("version", "-")), outcome)
     console.print(table)
     name, endpoint, monitor, pipe = config.model_name, config.endpoint, config.monitor, config.pipeline

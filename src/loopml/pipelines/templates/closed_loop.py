@@ -16,7 +16,8 @@ pipeline (:mod:`loopml.pipelines.templates.pipeline`) doing every model change:
 4. The **pipeline scheduler** claims the trigger and runs the pipeline: **v2** is gated
    against v1, given ``canary_percent`` of the traffic while callers report whether each
    answer was right (``POST /api/v1/endpoints/fraud/feedback``), and promoted when the
-   serving process's rollback judge found it no worse than v1.
+   serving process's rollback judge found it no worse than v1; the monitor now compares
+   against v2's training table, and its alerts resolve on the next window.
 5. A **deliberately bad candidate** (the pipeline with its ``train`` step replaced by one
    that shuffles the labels) is refused by the gate, with the reason.
 6. A **stale candidate** (the pipeline run on last month's data by mistake) passes its gate
@@ -89,6 +90,10 @@ class LoopConfig:
     workers: int = 4
     max_iter: int = 60
     rules: tuple[str, ...] = ("drift_share>=0.3", "accuracy<0.75")
+    # A feature drifts when its distribution moves by a quarter of a standard deviation
+    # (normalised Wasserstein distance): the shift moves three features by 0.5-1.3, while
+    # windows of a few hundred rows from the same regime differ by up to ~0.15 by chance.
+    drift_threshold: float = 0.25
     gate: tuple[str, ...] = ("roc_auc >= 0.7", "roc_auc >= champion.roc_auc - 0.01")
 
 
@@ -336,6 +341,8 @@ class ClosedLoop:
             reference=reference,
             features=list(synthetic.FEATURES),
             rules=[Rule.parse(r) for r in self.config.rules],
+            methods={f: "wasserstein" for f in synthetic.FEATURES},
+            thresholds={f: self.config.drift_threshold for f in synthetic.FEATURES},
             pipeline=self.config.pipeline,
             task="classification",
             description="demo: drift and accuracy of the fraud endpoint",
@@ -413,6 +420,7 @@ class ClosedLoop:
             reference = self._model_table(run_id)
             self.monitoring.update_monitor(replace(monitor_def, reference=reference))
             self._emit("monitor", f"monitor {monitor_def.name} now compares against {reference}", {})
+            self.watch("with v2 in production", synthetic.between(self.data, 55, 60))
 
     def bad_candidate(self) -> None:
         """A candidate whose training labels were shuffled (the pipeline's train step replaced)."""
@@ -556,6 +564,9 @@ class ClosedLoop:
         self._emit("monitor_run", f"monitor over {phase}: {summary}", {"values": values, "phase": phase})
         for rule in firing:
             self._emit("alert", f"ALERT {rule['rule']}: {rule['message']}", rule)
+        if run.result.get("alerts_resolved"):
+            count = len(run.result["alerts_resolved"])
+            self._emit("resolved", f"{count} alert(s) resolved: every rule holds again", {})
         if run.result.get("triggers"):
             self._emit("trigger_pending", f"trigger left for pipeline {self.config.pipeline}", {})
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from loopml.errors import InvalidInput, NotFound
-from loopml.pipelines.templates.records import STATUS_TAG, CTConfig, Decision, LiveTraffic
+from loopml.pipelines.templates.records import CHALLENGER, STATUS_TAG, CTConfig, Decision, LiveTraffic
 
 if TYPE_CHECKING:
     from loopml.registry.records import ModelVersion
@@ -152,6 +152,7 @@ def _promote(
     loopml.registry.promote(config.model_name, version.version, reason=f"continuous training: {reason}")
     svc = loopml.registry.service()
     svc.set_model_version_tag(config.model_name, version.version, STATUS_TAG, "champion")
+    _drop_challenger(config, version)
     name = _endpoint(config)
     uri = model_uri(config, version.version)
     current = endpoints.get_endpoint(name).policy
@@ -166,7 +167,17 @@ def _rolled_back(version: ModelVersion, config: CTConfig, reason: str, evidence:
 
     svc = loopml.registry.service()
     svc.set_model_version_tag(config.model_name, version.version, STATUS_TAG, "rolled_back")
+    _drop_challenger(config, version)
     return Decision("rolled_back", reason, evidence)
+
+
+def _drop_challenger(config: CTConfig, version: ModelVersion) -> None:
+    """The ``challenger`` alias names the version in trial; the trial is over."""
+    import loopml.registry
+
+    svc = loopml.registry.service()
+    if svc.get_registered_model(config.model_name).aliases.get(CHALLENGER) == version.version:
+        svc.delete_registered_model_alias(config.model_name, CHALLENGER)
 
 
 def _time_out(
