@@ -189,6 +189,8 @@ def _monitoring(settings: Settings) -> str:
                             "outputs": [int(rng.integers(0, 2))],
                         }
                     )
+            # the labels of the window's requests arrive before the run: performance is measured
+            svc.log_labels([f"{k}-{i}" for i in range(300)], [int(i % 3 == 0) for i in range(300)])
             svc.run_monitor("churn-drift", now=T0 + (k + 1) * MIN)
     finally:
         svc.close()

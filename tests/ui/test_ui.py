@@ -37,7 +37,7 @@ def _pages(site: Site) -> list[tuple[str, str, int]]:
         ("/ui/endpoints", d.endpoint, 0),
         (f"/ui/endpoints/{d.endpoint}", "Traffic split", 1),
         ("/ui/monitoring", d.monitor, 0),
-        (f"/ui/monitoring/{d.monitor}", "Drift per feature over time", 2),
+        (f"/ui/monitoring/{d.monitor}", "Drift per feature over time", 4),  # + 2 histograms, performance
         ("/ui/pipelines", "ui_flow", 0),
         (f"/ui/pipelines?run={d.pipeline_run}", "make_numbers", 1),
         ("/ui/audit", "Audit log", 0),
@@ -199,6 +199,18 @@ def test_change_the_canary_split_then_roll_back(site: Site, watched: tuple[Any, 
     page.wait_for_function("!document.querySelector('table.split').innerText.includes('canary')")
     assert "100.0%" in page.inner_text("table.split")
     assert len(asked) == 2
+
+    page.fill("#split-form input[name=canary_uri]", "models:/churn/2")
+    page.fill("#split-form input[name=percent]", "50")
+    page.click("#split-form button[type=submit]")
+    page.wait_for_selector("#rollout")
+    page.click("#rollout")  # the canary becomes the primary, with all live traffic
+    page.wait_for_function("!document.querySelector('table.split').innerText.includes('canary')")
+    split = page.inner_text("table.split")
+    assert "models:/churn/2" in split and "100.0%" in split and "models:/churn/1" not in split
+    assert len(asked) == 4
+    events = page.locator("table").last.inner_text()
+    assert "promoted" in events and "rollback" in events
     page.screenshot(path=str(site.screenshots / "rolled-back.png"), full_page=True)
 
 

@@ -70,10 +70,10 @@ def _performance_series(runs: list[Any]) -> dict[str, Any]:
     for i, run in enumerate(runs):
         perf = (run.result or {}).get("performance") or {}
         times.append(_window_end(run))
-        for window in perf.get("windows", []) if isinstance(perf, dict) else []:
-            for key, value in (window.get("metrics") or {}).items():
-                if isinstance(value, int | float):
-                    series.setdefault(key, [None] * len(runs))[i] = float(value)
+        metrics = perf.get("metrics") if isinstance(perf, dict) else None
+        for key, value in (metrics or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                series.setdefault(key, [None] * len(runs))[i] = float(value)
     return {"times": times, "series": series}
 
 
