@@ -25,7 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -194,6 +194,8 @@ async def list_definitions(request: Request, kind: str | None = None) -> JSON:
 
 
 @router.get("/{kind}/{name}")
-async def get_definition(kind: str, name: str, request: Request, version: int | None = None) -> JSON:
+async def get_definition(
+    kind: str, name: str, request: Request, version: int | None = Query(None, ge=1, le=2**31)
+) -> JSON:
     """One version (default: the latest) of a definition."""
     return asdict(await run_in_threadpool(_svc(request).get_definition, kind, name, version))
