@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv sysdeps demo test lint unit bench clean
+.PHONY: venv sysdeps demo test lint unit bench clean fuzz reliability
 
 $(UV):
 	$(PY) -m venv .tools
@@ -49,6 +49,17 @@ unit: venv
 
 test: venv sysdeps lint
 	$(BIN)/pytest -q
+
+# Longer runs than `make test` does: schemathesis with 100 examples per operation and mode, and
+# 16 writers x 60 s per backend plus the kill -9 and fault-proxy tests (figures in RELIABILITY.md).
+fuzz: venv
+	LOOPML_FUZZ_EXAMPLES=100 $(BIN)/pytest -q -s --timeout=3600 tests/fuzz
+
+reliability: venv sysdeps
+	mkdir -p .bench
+	LOOPML_RELIABILITY_WRITERS=16 LOOPML_RELIABILITY_SECONDS=60 LOOPML_RELIABILITY_REPORT=.bench/reliability.jsonl \
+	  LOOPML_ATTACK_COUNTS_FILE=.bench/attack-counts.json \
+	  $(BIN)/pytest -q -s --timeout=1800 tests/reliability tests/security
 
 bench: venv
 	$(BIN)/python bench/tracking/run.py

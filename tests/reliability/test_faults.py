@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -148,3 +150,7 @@ def test_report_totals() -> None:
         f"fault proxy: {TOTALS['faults']} faults injected into {TOTALS['calls']} client calls "
         f"({TOTALS['connections']} connections)"
     )
+    out = os.environ.get("LOOPML_RELIABILITY_REPORT")
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps({"test": "faults", **TOTALS}) + "\n")
