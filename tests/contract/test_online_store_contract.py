@@ -24,6 +24,7 @@ from loopml.features.online import (
 from loopml.features.online_redis import RedisOnlineStore
 from loopml.features.online_sqlite import SqliteOnlineStore
 from loopml.features.postgres import PostgresOnlineStore
+from tests.support.pgdb import scratch_database
 
 HOUR = 3_600_000_000
 T0 = to_utc_micros("2024-03-01T00:00:00Z")
@@ -36,9 +37,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStor
     elif request.param == "redis":
         backend = RedisOnlineStore(request.getfixturevalue("redis_url"))
     else:
-        backend = PostgresOnlineStore(request.getfixturevalue("postgres_url"))
+        backend = PostgresOnlineStore(request.getfixturevalue("features_pg_url"))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def features_pg_url(postgres_url: str) -> Iterator[str]:
+    with scratch_database(postgres_url, "online_contract") as url:
+        yield url
 
 
 def _view(ttl: timedelta | None = None) -> FeatureView:

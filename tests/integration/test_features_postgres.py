@@ -20,15 +20,22 @@ from loopml.features.postgres import PostgresSource, libpq_url
 from loopml.features.push_log import PushLog
 from loopml.features.registry import FeatureRegistry
 from loopml.store.db import Database
+from tests.support.pgdb import scratch_database
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
 
 
+@pytest.fixture(scope="module")
+def pg_url(postgres_url: str) -> Iterator[str]:
+    with scratch_database(postgres_url, "features") as url:
+        yield url
+
+
 @pytest.fixture
-def table(postgres_url: str) -> Iterator[str]:
+def table(pg_url: str) -> Iterator[str]:
     name = f"stats_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
         conn.execute(
             f"CREATE TABLE {name} (driver_id integer, event_timestamp timestamptz, created timestamp, "
             "rate double precision, trips bigint, city text, active boolean)"
@@ -45,8 +52,8 @@ def table(postgres_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def online(postgres_url: str) -> Iterator[OnlineStore]:
-    store = open_online_store(postgres_url)
+def online(pg_url: str) -> Iterator[OnlineStore]:
+    store = open_online_store(pg_url)
     yield store
     store.close()
 
@@ -65,9 +72,9 @@ def _view(source: PostgresSource) -> FeatureView:
 
 
 def test_a_postgres_table_feeds_offline_and_online_alike(
-    postgres_url: str, table: str, online: OnlineStore, tmp_path: Path
+    pg_url: str, table: str, online: OnlineStore, tmp_path: Path
 ) -> None:
-    view = _view(PostgresSource(postgres_url, table=table))
+    view = _view(PostgresSource(pg_url, table=table))
     log = PushLog(tmp_path / "push")
     entity_df = pd.DataFrame(
         {"driver_id": [1, 1, 2], "event_timestamp": [T0 + HOUR / 2, T0 + 2 * HOUR, T0 + 2 * HOUR]}
@@ -87,12 +94,12 @@ def test_a_postgres_table_feeds_offline_and_online_alike(
 
 
 def test_a_postgres_query_source_is_registered_checked_and_rebuilt(
-    postgres_url: str, table: str, tmp_path: Path
+    pg_url: str, table: str, tmp_path: Path
 ) -> None:
     query = (
         f"SELECT driver_id, event_timestamp, created, rate, trips, city, active FROM {table} WHERE trips > 3"
     )
-    view = _view(PostgresSource(postgres_url, query=query))
+    view = _view(PostgresSource(pg_url, query=query))
     registry = FeatureRegistry(Database(f"sqlite:///{tmp_path / 'meta.db'}"))
     registry.apply([FeatureService("pg", [view])])  # the schema is checked against PostgreSQL
     service = registry.resolve_service("pg")
@@ -103,9 +110,9 @@ def test_a_postgres_query_source_is_registered_checked_and_rebuilt(
         "pg_wrong",
         [Entity("driver", join_keys="driver_id", value_types="int32")],
         [Field("city", "int64")],
-        PostgresSource(postgres_url, table=table),
+        PostgresSource(pg_url, table=table),
     )
     with pytest.raises(InvalidInput, match="'city'"):
         registry.apply([wrong])
     with pytest.raises(InvalidInput, match="exactly one of table= or query="):
-        PostgresSource(postgres_url)
+        PostgresSource(pg_url)

@@ -16,6 +16,7 @@ import pytest
 from loopml.features.definitions import Entity, FeatureView, Field, FileSource
 from loopml.features.materialize import materialize, materialize_incremental
 from loopml.features.online import OnlineRow, OnlineStore, open_online_store
+from tests.support.pgdb import scratch_database
 
 T0 = pd.Timestamp("2024-05-01", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
@@ -34,11 +35,22 @@ CITIES = ["oslo", 'qu"ote', "back\\slash", "zürich", "東京", "tab\there", ""]
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
-    url = None if request.param == "sqlite" else request.getfixturevalue(f"{request.param}_url")
+    url = None if request.param == "sqlite" else request.getfixturevalue(f"{request.param}_store_url")
     backend = open_online_store(url, home=tmp_path)
     backend.delete("typed")
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_store_url(postgres_url: str) -> Iterator[str]:
+    with scratch_database(postgres_url, "bulk") as url:
+        yield url
+
+
+@pytest.fixture
+def redis_store_url(redis_url: str) -> str:
+    return redis_url
 
 
 def _rows(n: int = 400, seed: int = 3) -> pa.Table:
