@@ -15,6 +15,7 @@ whose only power is :meth:`IdentityService.bootstrap` (create the first admin).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -113,6 +114,11 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
+
+
 def looks_like_token(text: str) -> bool:
     return bool(_TOKEN.match(text))
 
@@ -132,6 +138,7 @@ class IdentityService:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._verified: set[tuple[str, str, str]] = set()
 
     # ---- users ---------------------------------------------------------------------------
     def create_user(self, name: str, password: str | None = None, by: str = "") -> User:
@@ -284,8 +291,18 @@ class IdentityService:
         with self.db.read() as conn:
             row = conn.execute(select(users).where(users.c.name == user)).first()
         stored = row.password_hash if row is not None else None
-        # Hash even for unknown users, so timing does not tell which names exist.
-        ok = check_password(password, stored or hash_password("x"))
+        # scrypt is deliberately slow: an MLflow client sending its password with every request
+        # would pay it each time. Remember successes keyed on the stored hash too, so a changed
+        # password is checked afresh; disabled users are refused from the row, never the memo.
+        key = (user, hash_secret(password), stored or "")
+        ok = key in self._verified
+        if not ok:
+            # Check against a dummy hash for unknown users, so timing does not tell which exist.
+            ok = check_password(password, stored or _dummy_hash())
+            if ok and stored:
+                if len(self._verified) > 10_000:
+                    self._verified.clear()
+                self._verified.add(key)
         if row is None or not stored or not ok or row.disabled:
             raise Unauthenticated("wrong user name or password")
         return Principal(user, None, "password")

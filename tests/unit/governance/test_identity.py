@@ -115,3 +115,16 @@ def test_names_and_passwords_are_validated(ids: IdentityService) -> None:
         ids.create_user("bo")
     with ids.db.read() as conn:
         assert conn.execute(text("select count(*) from users")).scalar() == 1
+
+
+def test_a_remembered_password_check_never_outlives_a_change(ids: IdentityService) -> None:
+    ids.create_user("bo", password="correct horse battery")
+    assert ids.authenticate_password("bo", "correct horse battery").user == "bo"
+    assert ids.authenticate_password("bo", "correct horse battery").user == "bo"  # from the memo
+    ids.set_password("bo", "a brand new passphrase")
+    with pytest.raises(Unauthenticated):
+        ids.authenticate_password("bo", "correct horse battery")
+    assert ids.authenticate_password("bo", "a brand new passphrase").user == "bo"
+    ids.set_disabled("bo", True)
+    with pytest.raises(Unauthenticated):
+        ids.authenticate_password("bo", "a brand new passphrase")
