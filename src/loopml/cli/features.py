@@ -159,11 +159,16 @@ def _micros_option(value: str | None, option: str) -> int | None:
 
 def _chosen_views(registry: FeatureRegistry, names: str | None) -> list[FeatureView]:
     from loopml.features.definitions import FeatureView
+    from loopml.features.rebuild import DetachedSource
 
     if names:
         found = [registry.definition("feature_view", n.strip()) for n in names.split(",") if n.strip()]
     else:
         found = registry.definitions("feature_view")
+        detached = [v.name for v in found if isinstance(getattr(v, "source", None), DetachedSource)]
+        if detached:  # their rows were an in-memory DataFrame: nothing to read here
+            typer.echo(f"skipped (in-memory DataFrame source): {', '.join(detached)}", err=True)
+        found = [v for v in found if v.name not in detached]
     views = [v for v in found if isinstance(v, FeatureView)]
     if not views:
         raise typer.BadParameter(

@@ -136,3 +136,22 @@ def test_materialize_refuses_bad_options_naming_them(home: Path) -> None:
     assert both.exit_code == 2 and "--start" in both.stderr
     unknown = cli("features", "materialize", "--views", "nope")
     assert unknown.exit_code == 1 and "'nope'" in unknown.stderr and "stats" in unknown.stderr
+
+
+def test_materialize_skips_views_whose_rows_were_an_in_memory_dataframe(home: Path) -> None:
+    assert cli("features", "apply", str(_defs(home))).exit_code == 0
+    memory = home / "memory.py"
+    memory.write_text(
+        "import pandas as pd\n"
+        "from loopml.features.definitions import DataFrameSource, Entity, FeatureView, Field\n"
+        "frame = pd.DataFrame({'driver_id': [1], 'event_timestamp': pd.to_datetime(['2024-01-01']), 'x': [1.0]})\n"
+        "mem = FeatureView('mem', [Entity('driver', join_keys='driver_id')], [Field('x', 'float64')],\n"
+        "                  DataFrameSource(frame))\n"
+    )
+    assert cli("features", "apply", str(memory)).exit_code == 0
+    result = cli("features", "materialize", "--end", "2024-01-03", "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["view"] for row in orjson.loads(result.stdout)] == ["stats"]
+    assert "skipped (in-memory DataFrame source): mem" in result.stderr
+    named = cli("features", "materialize", "--end", "2024-01-03", "--views", "mem")
+    assert named.exit_code == 2 and "in-memory DataFrame" in named.stderr
