@@ -54,6 +54,10 @@ _UPLOAD_POST_PREFIXES = ("/api/v1/datasets/",)
 _ARTIFACT_DOWNLOADS = re.compile(r"/(artifact-content|mlflow-artifacts/artifacts|get-artifact)(/|$)")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_STEP = np.zeros(256, dtype=np.int64)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -113,14 +117,13 @@ def json_depth(raw: bytes) -> int:
     >>> json_depth(b'{"a": [[1], "]]]"]}')
     3
     """
-    # Drop escaped characters (a backslash pair first, so that \\" still ends a string); a
-    # bracket is inside a string when an odd number of quotes precede it.
-    text = np.frombuffer(raw.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
-    in_string = (np.cumsum(text == ord('"')) & 1).astype(bool)
-    opens = (text == ord("[")) | (text == ord("{"))
-    closes = (text == ord("]")) | (text == ord("}"))
-    steps = np.where(in_string, 0, opens.astype(np.int64) - closes.astype(np.int64))
-    return int(np.cumsum(steps).max(initial=0))
+    # Drop escapes (a backslash pair first, so that \\" still ends a string), keep only quotes
+    # and brackets (C-speed byte ops); a bracket is in a string when an odd number of quotes
+    # precede it. About one orjson parse of the same body in cost.
+    kept = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    chars = np.frombuffer(kept, dtype=np.uint8)
+    outside = (np.cumsum(chars == ord('"')) & 1) == 0
+    return int(np.cumsum(_STEP[chars] * outside).max(initial=0))
 
 
 def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
