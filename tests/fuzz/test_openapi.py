@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -38,7 +39,13 @@ def live_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathes
         yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, sent: list[int]) -> None:
+def _fuzz(
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    sent: list[int],
+    session: requests.Session,
+    seen: list[str],
+) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=EXAMPLES,
@@ -51,7 +58,13 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, sent: list
     )
     def run(case: schemathesis.Case) -> None:
         sent.append(1)
-        case.call_and_validate(checks=CHECKS, timeout=60)
+        try:
+            case.call_and_validate(checks=CHECKS, timeout=60, session=session)
+        except Exception as exc:  # kept: hypothesis may hide it if a replay behaves differently
+            seen.append(
+                f"{case.method} {case.formatted_path} query={case.query} body={case.body!r:.300}: {exc}"
+            )
+            raise
 
     run()
 
@@ -64,20 +77,33 @@ def _modes(operation: schemathesis.APIOperation) -> list[GenerationMode]:
     return [GenerationMode.POSITIVE, *([GenerationMode.NEGATIVE] if negative else [])]
 
 
-def test_no_server_errors_and_documented_responses(live_schema: schemathesis.BaseSchema) -> None:
+def _describe(exc: BaseException) -> str:
+    """The message, with those of the exceptions inside a group (hypothesis' flaky reports)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{exc}: " + " | ".join(_describe(e) for e in exc.exceptions)
+    return str(exc)
+
+
+def test_no_server_errors_and_documented_responses(
+    live_schema: schemathesis.BaseSchema, request: pytest.FixtureRequest
+) -> None:
     failures: list[str] = []
     sent: list[int] = []
     skipped: list[str] = []
+    session = requests.Session()
+    request.addfinalizer(session.close)
     operations = [result.ok() for result in live_schema.get_all_operations()]
     assert len(operations) > 80, "the OpenAPI document lost its operations"
     for operation in operations:
         for mode in _modes(operation):
             label = f"{operation.method.upper()} {operation.path} ({mode.value})"
             try:
-                _fuzz(operation, mode, sent)
+                _fuzz(operation, mode, sent, session, seen := [])
             except (Unsatisfiable, SerializationNotPossible):
                 skipped.append(label)  # no cases of this kind (e.g. a Parquet upload body)
             except (Exception, BaseExceptionGroup) as exc:  # all operations tried, failures reported together
-                failures.append(f"{label}: {exc}"[:1500])
+                failures.append(
+                    f"{label}: {_describe(exc)}"[:3000] + "\n  first failure: " + "; ".join(seen[:1])
+                )
     print(f"fuzz: {len(sent)} requests over {len(operations)} operations; not generated: {skipped}")
     assert not failures, f"{len(failures)} operations failed:\n" + "\n\n".join(failures)
