@@ -83,6 +83,16 @@ def test_config_round_trips_as_json_and_refuses_unknown_fields() -> None:
         continuous_training(config, tune=lambda *a: None)
 
 
+def test_a_canary_without_live_statistics_is_refused_before_anything_runs(
+    home: Path, data: pd.DataFrame
+) -> None:
+    config = _config(endpoint="fraud")  # the local endpoints service has no live statistics
+    with pytest.raises(InvalidInput, match="serving_url") as err:
+        continuous_training(config).run(synthetic.between(data, 0, 40))
+    assert err.value.details["field"] == "serving_url"
+    assert loopml.data.list_datasets() == []
+
+
 def test_retraining_after_the_shift_beats_the_champion_and_a_broken_train_stage_is_refused(
     home: Path, data: pd.DataFrame
 ) -> None:

@@ -85,6 +85,11 @@ class ContinuousTraining:
         reports its live statistics while :meth:`decide` waits. Without an endpoint a version
         that passes the gate is promoted in the registry (unless ``promote=False``)."""
         config, result = self.config, CTResult(status="registered")
+        if config.endpoint:  # refused before anything runs, not with a canary out and undecided
+            import loopml.serving
+
+            endpoints = endpoints or loopml.serving.service()
+            live = live or rollout.live_of(endpoints)
         ingested = self._stage(result, "ingest", lambda: self.ingest(source, config))
         result.ingested = ingested
         try:
@@ -105,9 +110,8 @@ class ContinuousTraining:
                 result.decision = self._stage(result, "decide", lambda: _promote_only(version, config))
                 result.status, result.reason = "promoted", result.decision.reason
             return result
-        import loopml.serving
-
-        svc = endpoints or loopml.serving.service()
+        assert endpoints is not None
+        svc = endpoints
         since = int(time.time() * 1000)
         self._stage(result, "deploy", lambda: self.deploy(version, config, svc))
         decision = self._stage(

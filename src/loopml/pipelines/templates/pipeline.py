@@ -150,7 +150,8 @@ def ct_deploy(registered: Json, config: Json) -> Json:
     import time
 
     since = int(time.time() * 1000)
-    with services(cfg) as (endpoints, _live):
+    with services(cfg) as (endpoints, live):
+        rollout.live_of(live or endpoints)  # refused here, before a canary goes out undecided
         policy = rollout.deploy(mv, cfg, endpoints)
     return {**registered, "status": "deployed", "since_ms": since, "variants": len(policy.variants)}
 

@@ -86,7 +86,7 @@ def decide(
     policy = endpoints.get_endpoint(name).policy
     if policy.primary.model_uri == uri and len(policy.live) == 1:
         return _promote(version, config, endpoints, "first version on the endpoint", {})
-    live = live or _live(endpoints)
+    live = live or live_of(endpoints)
     since_ms = since_ms if since_ms is not None else int(time.time() * 1000) - 60_000
     deadline = time.monotonic() + config.canary_timeout_s
     needed = config.canary_min_requests + _JUDGE_SLACK
@@ -116,14 +116,17 @@ def _endpoint(config: CTConfig) -> str:
     return config.endpoint
 
 
-def _live(endpoints: EndpointService) -> LiveTraffic:
+def live_of(endpoints: Any) -> LiveTraffic:
+    """``endpoints`` as the source of live statistics; ``InvalidInput`` when it has none (the
+    local service: the statistics live in the serving process)."""
     if not hasattr(endpoints, "traffic"):
         raise InvalidInput(
-            "decide: the canary's live statistics live in the serving process; pass live= (e.g. "
-            "HttpEndpointService of the loopml server hosting the endpoint)",
-            details={"field": "live"},
+            "the canary's live statistics live in the serving process: set CTConfig(serving_url=...) "
+            "or pass live= (the HttpEndpointService of the loopml server hosting the endpoint)",
+            details={"field": "serving_url"},
         )
-    return endpoints  # type: ignore[return-value]
+    live: LiveTraffic = endpoints
+    return live
 
 
 def _rollback_event(endpoints: EndpointService, name: str, uri: str, since_ms: int) -> DeploymentEvent | None:
