@@ -257,13 +257,17 @@ class IdentityService:
         return self.get_token(token_id)
 
     # ---- authentication ------------------------------------------------------------------
-    def authenticate_token(self, secret: str) -> Principal:
+    def authenticate_token(self, secret: str, conn: Connection | None = None) -> Principal:
         """The principal a token stands for, else :class:`Unauthenticated` (one message for
-        every reason, so a caller cannot probe which tokens exist)."""
+        every reason, so a caller cannot probe which tokens exist). ``conn``: a read transaction
+        to use (the server shares one with the role check)."""
         m = _TOKEN.match(secret or "")
         if m is None:
             raise Unauthenticated("invalid token: expected lm_<id>_<secret> from `loopml users token`")
-        with self.db.read() as conn:
+        if conn is None:
+            with self.db.read() as own:
+                row = own.exec_driver_sql(self.db.sql(_TOKEN_ROW), (m[1],)).first()
+        else:
             row = conn.exec_driver_sql(self.db.sql(_TOKEN_ROW), (m[1],)).first()
         t = now_ms()
         expected = row.secret_hash if row is not None else hash_secret("")

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -417,7 +418,9 @@ class Gatekeeper:
             self._run_cache[run_id] = self.run_experiment(run_id)
         return self._run_cache[run_id]
 
-    def check(self, principal: Principal, rule: Rule, targets: list[tuple[str, str]]) -> None:
+    def check(
+        self, principal: Principal, rule: Rule, targets: list[tuple[str, str]], conn: Connection
+    ) -> None:
         """Raise :class:`PermissionDenied` unless ``principal`` may do ``rule`` on every target."""
         if principal.kind == "bootstrap":
             raise PermissionDenied(
@@ -426,16 +429,15 @@ class Gatekeeper:
         if rule.needs == SIGNED_IN:
             return
         assert isinstance(rule.needs, Role)
-        with self.identity.db.read() as conn:
-            for rtype, rname in targets:
-                roles.require(conn, principal.user, rule.needs, rtype, rname)
+        for rtype, rname in targets:
+            roles.require(conn, principal.user, rule.needs, rtype, rname)
 
-    def authenticate(self, headers: dict[str, str]) -> Principal | None:
+    def authenticate(self, headers: dict[str, str], conn: Connection) -> Principal | None:
         """The caller's principal from ``Authorization``; None when no credentials were sent."""
         scheme, _, value = headers.get("authorization", "").partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer":
-            return self.identity.authenticate_token(value)
+            return self.identity.authenticate_token(value, conn)
         if scheme == "basic":
             user, password = _basic(value)
             if user is None:
@@ -531,8 +533,15 @@ class AuthMiddleware:
         self, headers: dict[str, str], found: tuple[Rule, dict[str, str]] | None, args: dict[str, Any],
         ctx: audit.AuditContext,
     ) -> Principal | None:  # fmt: skip
-        """Runs in a worker thread: it reads the database."""
-        principal = self.gk.authenticate(headers)
+        """Runs in a worker thread: it reads the database (one read transaction)."""
+        with self.gk.identity.db.read() as conn:
+            return self._admit_in(conn, headers, found, args, ctx)
+
+    def _admit_in(
+        self, conn: Connection, headers: dict[str, str], found: tuple[Rule, dict[str, str]] | None,
+        args: dict[str, Any], ctx: audit.AuditContext,
+    ) -> Principal | None:  # fmt: skip
+        principal = self.gk.authenticate(headers, conn)
         if principal is not None:
             ctx.actor, ctx.token_id = principal.user, principal.token_id
         if found is None:
@@ -551,7 +560,7 @@ class AuthMiddleware:
         ctx.target = ",".join(f"{t}:{n}" if n else t for t, n in targets)
         if rule.resource.kind in ("run", "request"):
             ctx.target += "/" + self._target(rule, params, args)
-        self.gk.check(principal, rule, targets)
+        self.gk.check(principal, rule, targets, conn)
         return principal
 
     def _target(self, rule: Rule, params: dict[str, str], args: dict[str, Any]) -> str:
