@@ -76,7 +76,7 @@ def run_closed_loop(
     started = time.monotonic()
     _intro(console, settings.home)
     with _narration(console, started) as (on_event, on_progress, act):
-        on_event("server", "starting loopml server on 127.0.0.1 (scheduled monitors off)", {})
+        on_event("server", "starting loopml server on 127.0.0.1 (schedulers off: the demo paces them)", {})
         with live_server(settings, port) as url:
             loop = ClosedLoop(url, config, on_event, on_progress, settings=settings)
             try:

@@ -123,8 +123,9 @@ class LoopResult:
 # ---- the live server --------------------------------------------------------------------------
 @contextmanager
 def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
-    """``loopml server`` on 127.0.0.1 over the same store as ``settings`` (scheduled monitors
-    off: the story runs them); yields its URL and stops the process afterwards."""
+    """``loopml server`` on 127.0.0.1 over the same store as ``settings`` (its monitor and
+    pipeline schedulers off: the story runs monitors and fires triggers itself, at known
+    moments); yields its URL and stops the process afterwards."""
     port = port or free_port()
     env = {
         **os.environ,
@@ -132,6 +133,7 @@ def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
         "LOOPML_DATABASE_URL": settings.database_url,
         "LOOPML_ARTIFACT_ROOT": settings.artifact_root,
         "LOOPML_MONITOR_SCHEDULER": "0",
+        "LOOPML_PIPELINE_SCHEDULER": "0",  # the story's own scheduler claims the alert's trigger
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
