@@ -57,7 +57,8 @@ fuzz: venv
 
 reliability: venv sysdeps
 	mkdir -p .bench
-	LOOPML_RELIABILITY_WRITERS=16 LOOPML_RELIABILITY_SECONDS=60 LOOPML_RELIABILITY_REPORT=.bench/reliability.jsonl \
+	LOOPML_RELIABILITY_FULL=1 LOOPML_RELIABILITY_WRITERS=16 LOOPML_RELIABILITY_SECONDS=60 \
+	  LOOPML_RELIABILITY_REPORT=.bench/reliability.jsonl \
 	  LOOPML_ATTACK_COUNTS_FILE=.bench/attack-counts.json \
 	  $(BIN)/pytest -q -s --timeout=1800 tests/reliability tests/security
 

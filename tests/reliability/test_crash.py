@@ -106,7 +106,15 @@ def _report(figures: dict[str, object]) -> None:
             fh.write(json.dumps({"test": "crash", **figures}) + "\n")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# make test crashes the SQLite server; make reliability (LOOPML_RELIABILITY_FULL=1) PostgreSQL's too.
+FULL = os.environ.get("LOOPML_RELIABILITY_FULL") == "1"
+POSTGRES = pytest.param(
+    "postgres",
+    marks=[pytest.mark.postgres, pytest.mark.skipif(not FULL, reason="make reliability runs it")],
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", POSTGRES])
 def test_kill9_mid_load_loses_nothing_acknowledged(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
