@@ -39,6 +39,8 @@ from loopml.features.push_log import PushLog, with_pushed
 
 _ROW = "__loopml_row"
 _TS = "__loopml_ts"
+_ORDER = "__loopml_order"
+_LOW = 2**64
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT"}
 _INTEGER_TYPES |= {"USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
 
@@ -315,17 +317,30 @@ def _view_sql(src: str, plan: _Plan) -> str:
     feats = [f"{_feature(view, f)} AS {_q(f'__f{n}')}" for n, f in enumerate(plan.features)]
     event = _utc(view.timestamp_field)
     rows = f"SELECT {', '.join(keys)}, {event} AS {_TS}, "
-    rows += f"{', '.join(feats)} FROM {src}"
+    rows += f"{', '.join(feats)}"
+    entities, order = "__loopml_e", _TS
     if view.created_timestamp_field:
-        # ASOF takes any row among equal event times; keep only the latest created per time.
-        order = f"{_q(view.created_timestamp_field)} DESC NULLS LAST"
-        rows += f" QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, {event} ORDER BY {order}) = 1"
-    on = " AND ".join([*(f"e.{k} = v.{k}" for k in keys), f"e.{_TS} >= v.{_TS}"])
+        # Among equal event times the latest created wins: ASOF on one key ordering by (event,
+        # created) is much cheaper than deduplicating every source row with a window first.
+        rows += f", {_order_key(event, _utc(view.created_timestamp_field))} AS {_ORDER}"
+        entities = f"(SELECT *, {_order_key(f'e.{_TS}', None)} AS {_ORDER} FROM __loopml_e e)"
+        order = _ORDER
+    rows += f" FROM {src}"
+    on = " AND ".join([*(f"e.{k} = v.{k}" for k in keys), f"e.{order} >= v.{order}"])
     fresh = _fresh(view.ttl)
     values = [
         f"CASE WHEN {fresh} THEN v.{_q(f'__f{n}')} END AS {_q(out)}" for n, out in enumerate(plan.outputs)
     ]
-    return f"SELECT e.{_ROW}, {', '.join(values)} FROM __loopml_e e ASOF LEFT JOIN ({rows}) v ON {on}"
+    return f"SELECT e.{_ROW}, {', '.join(values)} FROM {entities} e ASOF LEFT JOIN ({rows}) v ON {on}"
+
+
+def _order_key(event: str, created: str | None) -> str:
+    """A HUGEINT ordering rows by event time, then created time: event microseconds in the high
+    64 bits, created microseconds shifted to unsigned in the low 64 (a missing created time
+    sorts first, as the oldest). An entity row's key (``created`` None) sorts after every row of
+    the same event time, so ``>=`` reaches the latest created among them."""
+    low = f"{_LOW - 1}" if created is None else f"coalesce(epoch_us({created}), {-(2**63) + 1}) + {2**63}"
+    return f"(epoch_us({event})::HUGEINT * {_LOW}::HUGEINT + ({low})::HUGEINT)"
 
 
 def _feature(view: FeatureView, name: str) -> str:
