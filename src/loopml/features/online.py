@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from loopml.errors import InvalidInput
@@ -80,6 +81,8 @@ def _plain(value: Any) -> Any:
 
 def encode_key(key: Sequence[Any]) -> str:
     """The canonical text of a join-key tuple: ``encode_key((1, "a")) == '[1,"a"]'``."""
+    if all(type(v) is int for v in key):  # the common case, spelled exactly as json.dumps would
+        return "[" + ",".join(map(str, key)) + "]"
     return json.dumps([_plain(v) for v in key], separators=(",", ":"), default=str)
 
 
@@ -101,7 +104,10 @@ def encode_values(view: FeatureView, values: dict[str, Any]) -> str:
 
 def decode_values(view: FeatureView, payload: str) -> dict[str, Any]:
     """The inverse of :func:`encode_values`."""
-    raw: dict[str, Any] = json.loads(payload)
+    try:
+        raw: dict[str, Any] = orjson.loads(payload)
+    except orjson.JSONDecodeError:  # NaN/Infinity or integers beyond 64 bits: only json reads those
+        raw = json.loads(payload)
     for f in view.fields:
         value = raw.get(f.name)
         if value is None:
@@ -152,6 +158,11 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def _read(self, view_name: str, keys: list[str]) -> list[tuple[int, str] | None]: ...
+
+    def idle(self) -> bool:
+        """Whether a small read right now answers in well under a millisecond without waiting on
+        the network or another thread's write, so a server may run it on its event loop."""
+        return False
 
     @abstractmethod
     def delete(self, view_name: str) -> None:

@@ -84,6 +84,9 @@ class SqliteOnlineStore(OnlineStore):
                     found[key] = (event_ts, payload)
         return [found.get(key) for key in keys]
 
+    def idle(self) -> bool:
+        return not self._lock.locked()  # a write in progress would make the reader wait for it
+
     def delete(self, view_name: str) -> None:
         with self._lock:
             self._con.execute("DELETE FROM online_values WHERE view = ?", (view_name,))

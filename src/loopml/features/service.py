@@ -397,6 +397,26 @@ class LocalFeatureStoreService(FeatureStoreService):
         return self.registry.resolve_views([name])[0]
 
     # -- online reads ----------------------------------------------------------------------
+    def reads_inline(self, features: Any, service: Any, service_version: Any = None) -> bool:
+        """Whether a small read of ``features`` (or ``service``) needs no registry query and no
+        transform: every definition it names is cached and fresh, all are stored feature views,
+        and the online store is idle and in process. A server runs such reads on its event loop."""
+        if not self.store.idle() or time.monotonic() - self._checked >= self.cache_s:
+            return False
+        held: dict[str, Any] = {}
+        if service is not None:
+            found = self._cache.get(("feature_service", service, service_version))
+            if not isinstance(found, FeatureService):
+                return False
+            held = {v.name: v for v in [*found.views, *(f for f in found.features if not isinstance(f, str))]}
+            refs: Sequence[Any] = found.refs
+        elif isinstance(features, list) and all(isinstance(f, str) for f in features):
+            refs = features
+        else:
+            return False
+        names = [r.partition(":")[0] for r in refs]
+        return all(isinstance(held.get(n) or self._cache.get(("view", n, None)), FeatureView) for n in names)
+
     def get_online_features(
         self,
         entity_rows: EntityRows,

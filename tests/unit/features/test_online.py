@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,15 @@ from loopml.features.materialize import (
     push,
 )
 from loopml.features.offline import get_historical_features
-from loopml.features.online import MISSING, OUTSIDE_TTL, PRESENT, OnlineStore, open_online_store
+from loopml.features.online import (
+    MISSING,
+    OUTSIDE_TTL,
+    PRESENT,
+    OnlineStore,
+    encode_key,
+    encode_values,
+    open_online_store,
+)
 from loopml.features.online_sqlite import SqliteOnlineStore
 from loopml.features.push_log import PushLog
 
@@ -169,3 +178,22 @@ def test_an_unknown_online_store_url_is_refused(tmp_path: Path) -> None:
         open_online_store("mongodb://x")
     open_online_store(f"sqlite:///{tmp_path / 'o.db'}").close()
     assert (tmp_path / "o.db").exists()
+
+
+def test_non_finite_floats_and_huge_int_keys_round_trip(store: OnlineStore) -> None:
+    view = FeatureView(
+        "wide",
+        entities=[Entity("big", join_keys="big_id")],
+        fields=[Field("x", "float64")],
+        source=DataFrameSource(pd.DataFrame({"big_id": [1], "event_timestamp": [T0], "x": [0.0]})),
+        ttl=None,
+    )
+    values = [math.nan, math.inf, -math.inf, 0.1]
+    keys = [(2**70,), (1,), (-3,), (4,)]
+    store.write_encoded(
+        "wide",
+        [(encode_key(k), 1, 1, encode_values(view, {"x": v})) for k, v in zip(keys, values, strict=True)],
+    )
+    got = [r.values["x"] for r in store.read(view, keys, now_us=2)]
+    assert math.isnan(got[0]) and got[1:] == [math.inf, -math.inf, 0.1]
+    assert encode_key((1, "a")) == '[1,"a"]' and encode_key((np.int64(7),)) == "[7]"

@@ -184,3 +184,23 @@ def test_missing_entity_refused_when_the_signature_cannot_hold_null(fs: LocalFea
     with pytest.raises(NotFound, match=r"\{'driver_id': 2\}: trips outside_ttl") as missing:
         keyed.model_input(pd.DataFrame({"driver_id": [1, 2, 3]}))
     assert missing.value.details["entities"] == [{"driver_id": 2}, {"driver_id": 3}]
+
+
+def test_a_read_runs_inline_only_with_fresh_cached_stored_views_and_an_idle_store(
+    fs: LocalFeatureStoreService,
+) -> None:
+    fs.cache_s = 60.0
+    refs = ["stats:rate"]
+    assert not fs.reads_inline(refs, None)  # nothing cached yet: the first read queries the registry
+    first = fs.get_online_features({"driver_id": [1]}, refs, now=NOW)
+    assert fs.reads_inline(refs, None)
+    assert not fs.reads_inline(["other:rate"], None)
+    assert not fs.reads_inline("stats:rate", None)
+    assert not fs.reads_inline(None, "svc")
+    fs.get_online_features({"driver_id": [1]}, service="svc", now=NOW)
+    assert fs.reads_inline(None, "svc")
+    with fs.store._lock:  # type: ignore[attr-defined]  # a write in progress
+        assert not fs.reads_inline(refs, None)
+    fs.cache_s = 0.0  # the registry must be checked for new definitions first
+    assert not fs.reads_inline(refs, None)
+    assert fs.get_online_features({"driver_id": [1]}, refs, now=NOW).values == first.values
