@@ -60,7 +60,7 @@ def _fuzz(
         sent.append(1)
         try:
             case.call_and_validate(checks=CHECKS, timeout=60, session=session)
-        except Exception as exc:  # kept: hypothesis may hide it if a replay behaves differently
+        except BaseException as exc:  # kept: hypothesis may hide it if a replay behaves differently
             seen.append(
                 f"{case.method} {case.formatted_path} query={case.query} body={case.body!r:.300}: {exc}"
             )
