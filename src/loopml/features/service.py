@@ -403,7 +403,7 @@ class LocalFeatureStoreService(FeatureStoreService):
         and the online store is idle and in process. A server runs such reads on its event loop."""
         if not self.store.idle() or time.monotonic() - self._checked >= self.cache_s:
             return False
-        if not isinstance(service, str | None) or not isinstance(service_version, int | str | None):
+        if not isinstance(service, str | None) or not isinstance(service_version, int | None):
             return False  # not a cache key (was a 500): the full path answers 400 naming the field
         held: dict[str, Any] = {}
         if service is not None:
