@@ -187,11 +187,11 @@ async def revoke_role(
 @router.get("/audit")
 async def list_audit(
     request: Request,
-    since: int | None = None,
+    since: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     actor: str | None = None,
     target: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    after_seq: int = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,  # huge values were a 500 (overflow)
 ) -> JSON:
     """Audit entries in order; ``since`` is epoch milliseconds, ``target`` a prefix."""
     entries = await run_in_threadpool(
