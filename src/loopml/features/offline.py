@@ -278,7 +278,7 @@ def _join(
         view = _feature_view(plan)
         with_pushed(view, con, log, src).create_view(src, replace=True)
         _check_source(con, src, plan, {k: entity_types[k] for k in view.join_keys})
-        parts.append(f"LEFT JOIN ({_view_sql(src, plan)}) j{i} USING ({_ROW})")
+        parts.append(f"LEFT JOIN ({_view_sql(src, plan, _types(con.table(src)))}) j{i} USING ({_ROW})")
         columns += [f"j{i}.{_q(out)}" for out in plan.outputs]
     sql = f"SELECT {', '.join(columns)} FROM __loopml_e e {' '.join(parts)} ORDER BY e.{_ROW}"
     return con.sql(sql).to_arrow_table()
@@ -310,24 +310,23 @@ def _check_source(con: duckdb.DuckDBPyConnection, src: str, plan: _Plan, key_typ
             )
 
 
-def _view_sql(src: str, plan: _Plan) -> str:
+def _view_sql(src: str, plan: _Plan, types: dict[str, str]) -> str:
     """One view's ASOF join: the latest row at or before each entity time, then the ttl check."""
     view = _feature_view(plan)
     keys = [_q(k) for k in view.join_keys]
     feats = [f"{_feature(view, f)} AS {_q(f'__f{n}')}" for n, f in enumerate(plan.features)]
     event = _utc(view.timestamp_field)
-    rows = f"SELECT {', '.join(keys)}, {event} AS {_TS}, "
-    rows += f"{', '.join(feats)}"
-    entities, order = "__loopml_e", _TS
+    entities, order, fresh = "__loopml_e", _TS, _fresh(view.ttl)
     if view.created_timestamp_field:
         # Among equal event times the latest created wins: ASOF on one key ordering by (event,
-        # created) is much cheaper than deduplicating every source row with a window first.
-        rows += f", {_order_key(event, _utc(view.created_timestamp_field))} AS {_ORDER}"
-        entities = f"(SELECT *, {_order_key(f'e.{_TS}', None)} AS {_ORDER} FROM __loopml_e e)"
-        order = _ORDER
-    rows += f" FROM {src}"
+        # created) is much cheaper than deduplicating every source row with a window first. The
+        # key alone also carries the event time for the ttl check, so no timestamp column is kept.
+        created = view.created_timestamp_field
+        event = _order_key(_micros(view.timestamp_field, types), _micros(created, types))
+        entities = f"(SELECT *, {_order_key(f'epoch_us(e.{_TS})', None)} AS {_ORDER} FROM __loopml_e e)"
+        order, fresh = _ORDER, _fresh_ordered(view.ttl)
+    rows = f"SELECT {', '.join(keys)}, {event} AS {order}, {', '.join(feats)} FROM {src}"
     on = " AND ".join([*(f"e.{k} = v.{k}" for k in keys), f"e.{order} >= v.{order}"])
-    fresh = _fresh(view.ttl)
     values = [
         f"CASE WHEN {fresh} THEN v.{_q(f'__f{n}')} END AS {_q(out)}" for n, out in enumerate(plan.outputs)
     ]
@@ -339,8 +338,25 @@ def _order_key(event: str, created: str | None) -> str:
     64 bits, created microseconds shifted to unsigned in the low 64 (a missing created time
     sorts first, as the oldest). An entity row's key (``created`` None) sorts after every row of
     the same event time, so ``>=`` reaches the latest created among them."""
-    low = f"{_LOW - 1}" if created is None else f"coalesce(epoch_us({created}), {-(2**63) + 1}) + {2**63}"
-    return f"(epoch_us({event})::HUGEINT * {_LOW}::HUGEINT + ({low})::HUGEINT)"
+    low = f"{_LOW - 1}" if created is None else f"coalesce({created}, {-(2**63) + 1}) + {2**63}"
+    return f"({event}::HUGEINT * {_LOW}::HUGEINT + ({low})::HUGEINT)"
+
+
+def _micros(column: str, types: dict[str, str]) -> str:
+    """``column`` as UTC microseconds since the epoch. A microsecond timestamp (zoned or naive,
+    i.e. UTC) needs no conversion, which on 10M rows saves seconds over :func:`_utc`'s casts."""
+    if types.get(column) in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP"):
+        return f"epoch_us({_q(column)})"
+    return f"epoch_us({_utc(column)})"
+
+
+def _fresh_ordered(ttl: timedelta | None) -> str:
+    """:func:`_fresh` on the ordering key: its event part is ``>=`` a time exactly when the key
+    is ``>=`` that time's key with a zero created part."""
+    if not ttl:
+        return f"v.{_ORDER} IS NOT NULL"
+    micros = ttl // timedelta(microseconds=1)
+    return f"v.{_ORDER} >= (epoch_us(e.{_TS}) - {micros})::HUGEINT * {_LOW}::HUGEINT"
 
 
 def _feature(view: FeatureView, name: str) -> str:
