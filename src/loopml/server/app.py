@@ -23,8 +23,8 @@ from loopml.registry.local import LocalRegistryService
 from loopml.server import (
     api_v1,
     api_v1_data,
-    api_v1_governance,
     api_v1_features,
+    api_v1_governance,
     api_v1_monitoring,
     api_v1_pipelines,
     api_v1_registry,
@@ -35,6 +35,7 @@ from loopml.server import (
 )
 from loopml.server.auth import AuthMiddleware, Gatekeeper, auth_required
 from loopml.server.dispatch import FastPathDispatcher
+from loopml.server.hardening import HardeningMiddleware
 from loopml.server.responses import JSONResponse
 from loopml.serving.app import InferenceServer, ServiceEndpoints
 from loopml.serving.local import LocalEndpointService
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fast_routes += feature_routes
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     _install_governance(app, settings)  # auth sees every route, the fast path included
+    # Outermost (added last): Host, cross-site POST, body-size and JSON-depth checks for every route.
+    app.add_middleware(HardeningMiddleware, **HardeningMiddleware.options(settings))  # type: ignore[arg-type]
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
