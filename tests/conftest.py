@@ -21,7 +21,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "ray: runs on the session's one local Ray instance (fixture ray_local)")
+    config.addinivalue_line(
+        "markers", "ray: runs on the session's one local Ray instance (fixture ray_local)"
+    )
 
 
 @pytest.fixture(scope="session")
