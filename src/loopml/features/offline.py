@@ -98,6 +98,7 @@ def _stored_values(table: pa.Table, ts: str, plans: list[_Plan], log: PushLog) -
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")  # the result is ORDER BY row: less memory
         return _join(con, table, ts, plans, log)
     finally:
         con.close()
