@@ -75,7 +75,9 @@ def _screenshot_dir() -> Path:
     return out / "ui"
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("ui") / "home"
     home.mkdir()
@@ -86,7 +88,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(url, data, shots)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, on a fresh temporary profile (Playwright's own download is
     not available, so it is launched by path)."""
@@ -107,7 +109,7 @@ def new_context(browser: Any, **options: Any) -> Any:
     return context
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_context(browser: Any) -> Iterator[Any]:
     context = new_context(browser)
     try:
