@@ -51,7 +51,9 @@ def test_bad_input_is_a_4xx_naming_the_field(
 ) -> None:
     path = path.replace("RUN", run_id)
     if isinstance(body, bytes):
-        r = httpx.request(method, server_url + path, content=body, headers={"Content-Type": "application/json"})
+        r = httpx.request(
+            method, server_url + path, content=body, headers={"Content-Type": "application/json"}
+        )
     else:
         r = httpx.request(method, server_url + path, json=_fill(body, run_id))
     assert r.status_code == status, r.text
