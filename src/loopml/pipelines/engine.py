@@ -371,6 +371,7 @@ class _Runner:
     def _start(self, unit: _Unit) -> None:
         key = unit.key or self._key(unit)
         step = StepRecord(self.record.run_id, unit.label, RUNNING, cache_key=key, started_at=now_ms())
+        step.upstream = list(unit.node.deps)
         hit, reused_from = self._lookup(unit, key)
         if hit is not None:
             step.status, step.cached, step.outputs, step.finished_at = CACHED, True, hit.outputs, now_ms()

@@ -35,6 +35,7 @@ class StepRecord:
     logs: dict[str, str] = field(default_factory=dict)
     tracking_run_id: str | None = None
     error: str | None = None
+    upstream: list[str] | None = None  # the steps whose outputs it consumed (DAG edges)
 
     @property
     def duration_s(self) -> float | None:

@@ -309,6 +309,7 @@ def _step_row(step: StepRecord) -> dict[str, Any]:
         "outputs": None if step.outputs is None else orjson.dumps(step.outputs).decode(),
         "logs": orjson.dumps(step.logs).decode(), "tracking_run_id": step.tracking_run_id,
         "error": step.error,
+        "upstream": None if step.upstream is None else orjson.dumps(step.upstream).decode(),
     }  # fmt: skip
 
 
@@ -317,6 +318,7 @@ def _step(m: Any) -> StepRecord:
     values["outputs"] = None if values["outputs"] is None else orjson.loads(values["outputs"])
     values["logs"] = orjson.loads(values["logs"])
     values["cached"] = bool(values["cached"])
+    values["upstream"] = None if values["upstream"] is None else orjson.loads(values["upstream"])
     return StepRecord(**values)
 
 

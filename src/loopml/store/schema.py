@@ -493,6 +493,7 @@ pipeline_steps = Table(
     Column("logs", Text, nullable=False),
     Column("tracking_run_id", String(32), nullable=True),
     Column("error", Text, nullable=True),
+    Column("upstream", Text, nullable=True),
     PrimaryKeyConstraint("run_id", "step"),
     Index("ix_pipeline_steps_cache", "cache_key", "status"),
 )

@@ -1,4 +1,4 @@
-"""Pipelines (definitions, runs, one run's steps with status, cache hits, durations and logs,
+"""Pipelines (definitions, runs, one run's DAG and steps with status, cache hits, durations and logs,
 trigger history) and the audit log (filterable, with the hash chain's verification).
 
 Each is one route with query arguments (``?run=ID``, ``?verify=1``), so the permission table
@@ -16,6 +16,7 @@ from loopml.governance import audit as audit_log
 from loopml.pipelines.records import PipelineRunRecord
 from loopml.pipelines.store import PipelineStore
 from loopml.ui._common import empty_state, page
+from loopml.ui._dag import dag_svg
 
 router = APIRouter()
 RUNS_SHOWN = 100
@@ -78,6 +79,7 @@ def pipelines(request: Request, run: str | None = None, pipeline: str | None = N
             "pipelines",
             run=record,
             timeline=_timeline(record),
+            dag=dag_svg(record.steps),
             logs=_logs(store, record),
             triggers=[t for t in store.list_triggers(record.pipeline, limit=20) if t.run_id == record.run_id],
         )

@@ -349,3 +349,30 @@ def test_concurrent_runs_in_one_process_keep_their_own_logs(settings: Settings) 
     assert {w: set(text.split()) for w, text in results.items()} == {
         w: {w} for w in ("alpha", "beta", "gamma")
     }
+
+
+def test_a_diamond_records_each_steps_upstream_steps(settings: Settings) -> None:
+    @step
+    def source(n: int) -> int:
+        return n
+
+    @step
+    def double(x: int) -> int:
+        return 2 * x
+
+    @step
+    def join(a: int, b: int) -> int:
+        return a + b
+
+    @pipeline
+    def diamond(n: int = 3) -> int:
+        s = source(n)
+        return join(double(s), add(s, 1))
+
+    expected = {"source": [], "double": ["source"], "add": ["source"], "join": ["double", "add"]}
+    for cached in (False, True):  # a cache hit records the edges of this run's graph too
+        result = diamond.run({}, settings=settings)
+        assert result.value == 10 and bool(result.cached_steps) is cached
+        run = get_run(result.run_id, settings)
+        assert {s.step: s.upstream for s in run.steps} == expected
+        assert {s["step"]: s["upstream"] for s in run.to_dict()["steps"]} == expected

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("logs", sa.Text(), nullable=False),
         sa.Column("tracking_run_id", sa.String(length=32), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("upstream", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("run_id", "step"),
     )
     op.create_index("ix_pipeline_steps_cache", "pipeline_steps", ["cache_key", "status"])
