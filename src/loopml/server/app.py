@@ -33,7 +33,7 @@ from loopml.server import (
     mlflow_compat,
     mlflow_registry,
 )
-from loopml.server.auth import AuthMiddleware, Gatekeeper, auth_required
+from loopml.server.auth import AuthMiddleware, Gatekeeper, auth_required, refusal_recorder
 from loopml.server.dispatch import FastPathDispatcher
 from loopml.server.hardening import HardeningMiddleware
 from loopml.server.responses import JSONResponse
@@ -69,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FastPathDispatcher, routes=fast_routes)
     _install_governance(app, settings)  # auth sees every route, the fast path included
     # Outermost (added last): Host, cross-site POST, body-size and JSON-depth checks for every route.
-    app.add_middleware(HardeningMiddleware, **HardeningMiddleware.options(settings))  # type: ignore[arg-type]
+    # Each refusal is appended to the audit log (in a worker thread), like auth's own refusals.
+    refused = refusal_recorder(app.state.tracking.db)
+    app.add_middleware(HardeningMiddleware, **HardeningMiddleware.options(settings), on_refused=refused)  # type: ignore[arg-type]
     app.add_exception_handler(LoopmlError, _loopml_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)

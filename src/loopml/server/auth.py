@@ -35,6 +35,7 @@ from loopml.governance import audit, roles
 from loopml.governance.identity import IdentityService, Principal
 from loopml.governance.roles import EXPERIMENT, MODEL, PROJECT, Role
 from loopml.server.responses import JSONResponse
+from loopml.store.db import Database
 
 USER_HEADER = "X-Loopml-User"
 SCOPE_USER = "loopml.user"
@@ -635,6 +636,27 @@ def _replay(body: bytes, receive: Receive, more: bool) -> Receive:
 def _request_id(headers: dict[str, str]) -> str:
     given = headers.get("x-request-id", "")
     return given if 0 < len(given) <= 64 and given.isascii() and given.isprintable() else uuid.uuid4().hex
+
+
+def refusal_recorder(db: Database) -> Callable[[Scope, str, LoopmlError], None]:
+    """The hardening middleware's ``on_refused``: one audit entry per refused request, appended
+    in its own transaction like the refusals above. Nothing was verified, so the actor is
+    ``unverified:<name>`` (``X-Loopml-User`` or the basic-auth user name) or ``anonymous``."""
+
+    def record_refusal(scope: Scope, reason: str, exc: LoopmlError) -> None:
+        headers = _headers(scope)
+        claimed = _unverified_user(headers)
+        ctx = audit.AuditContext(
+            actor=f"unverified:{claimed}" if claimed else "anonymous",
+            action=f"refused:{reason}",
+            target=str(scope.get("path", "")),
+            request_id=_request_id(headers),
+            client=(scope.get("client") or ("", 0))[0] or "",
+            after={"status": exc.status_code, "method": scope.get("method", "WS"), "message": exc.message},
+        )
+        audit.record(db, ctx, "refused")
+
+    return record_refusal
 
 
 def is_loopback(host: str) -> bool:

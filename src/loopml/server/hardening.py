@@ -18,6 +18,9 @@ FastAPI routers are all covered by the same checks:
   counted as they stream. A declared ``Content-Length`` over the limit is refused unread.
 - **Deep JSON -> 400.** More than :data:`MAX_JSON_DEPTH` nested arrays/objects is refused
   before any parser recurses into it.
+- **Refusals are audited.** ``on_refused`` (given at install time; the app appends an audit
+  entry with it) is called in a worker thread for every refusal with the request's scope, a
+  short reason (:data:`REASONS`) and the error; accepted requests never reach it.
 - **Artifacts as attachments.** Every response carries ``X-Content-Type-Options: nosniff``;
   artifact downloads also ``Content-Disposition: attachment`` and a sandboxing CSP, so an
   HTML or SVG artifact never runs as a page of the server's origin.
@@ -34,12 +37,13 @@ import contextlib
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import numpy as np
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.config import Settings
@@ -59,6 +63,12 @@ _STEP = np.zeros(256, dtype=np.int64)
 _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+# The ``reason`` passed to ``on_refused``, one per check.
+HOST, CONTENT_TYPE, BODY_TOO_LARGE, JSON_TOO_DEEP = "host", "content-type", "body-too-large", "json-too-deep"
+REASONS = (HOST, CONTENT_TYPE, BODY_TOO_LARGE, JSON_TOO_DEEP)
+
+OnRefused = Callable[[Scope, str, LoopmlError], None]
+"""``on_refused(scope, reason, error)``: runs in a worker thread (it may write to the database)."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +175,10 @@ class Limits:
 class HardeningMiddleware:
     """The checks in this module's docstring, as ASGI middleware around the whole app."""
 
-    def __init__(self, app: ASGIApp, *, hosts: HostPolicy, limits: Limits) -> None:
-        self.app, self.hosts, self.limits = app, hosts, limits
+    def __init__(
+        self, app: ASGIApp, *, hosts: HostPolicy, limits: Limits, on_refused: OnRefused | None = None
+    ) -> None:
+        self.app, self.hosts, self.limits, self.on_refused = app, hosts, limits, on_refused
 
     @classmethod
     def options(cls, settings: Settings) -> dict[str, object]:
@@ -180,15 +192,27 @@ class HardeningMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        reason = HOST
         try:
             self._check_host(scope)
             if scope["type"] == "http":
+                reason = CONTENT_TYPE
                 self._check_content_type(scope)
+                reason = BODY_TOO_LARGE
                 receive = await self._checked_body(scope, receive)
         except LoopmlError as exc:
+            if reason == BODY_TOO_LARGE and not isinstance(exc, PayloadTooLarge):
+                reason = JSON_TOO_DEEP
+            await self._notify(scope, reason, exc)
             await _refuse(exc, scope, send)
             return
         await self.app(scope, receive, _with_safe_headers(scope, send))
+        if isinstance(receive, _Counted) and receive.over:  # an upload refused inside the route
+            await self._notify(scope, BODY_TOO_LARGE, receive.over[0])
+
+    async def _notify(self, scope: Scope, reason: str, exc: LoopmlError) -> None:
+        if self.on_refused is not None:
+            await run_in_threadpool(self.on_refused, scope, reason, exc)
 
     def _check_host(self, scope: Scope) -> None:
         host = _header(scope, b"host")
@@ -273,20 +297,27 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _counting(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises :class:`PayloadTooLarge` once the body passes ``limit``; the
-    routes spool an upload completely before storing it, so nothing partial is written."""
-    size = 0
+class _Counted:
+    """``receive`` that raises :class:`PayloadTooLarge` once the body passes ``limit`` (and keeps
+    it in ``over``); the routes spool an upload completely before storing it, so nothing partial
+    is written."""
 
-    async def counted() -> Message:
-        nonlocal size
-        message = await receive()
-        size += len(message.get("body", b""))
-        if size > limit:
-            raise _too_large(size, limit)
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive, self.limit, self.size = receive, limit, 0
+        self.over: list[PayloadTooLarge] = []
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        self.size += len(message.get("body", b""))
+        if self.size > self.limit:
+            exc = _too_large(self.size, self.limit)
+            self.over.append(exc)
+            raise exc
         return message
 
-    return counted
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    return _Counted(receive, limit)
 
 
 def _with_safe_headers(scope: Scope, send: Send) -> Send:

@@ -46,7 +46,11 @@ SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 async def spool_body(request: Request) -> IO[bytes]:
     """The request body in a temp file (memory up to 8 MiB), rewound, for streaming uploads."""
     spooled = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - caller closes
-    async for chunk in request.stream():
-        spooled.write(chunk)
+    try:
+        async for chunk in request.stream():
+            spooled.write(chunk)
+    except BaseException:  # e.g. PayloadTooLarge from the hardening middleware: no leaked file
+        spooled.close()
+        raise
     spooled.seek(0)
     return spooled  # type: ignore[return-value]
