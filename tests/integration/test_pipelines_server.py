@@ -24,9 +24,13 @@ def rows(dataset: DatasetVersion) -> int:
     print("rows of", dataset.ref)
     return dataset.num_rows
 
+@step
+def twice(n: int) -> int:
+    return 2 * n
+
 @pipeline
 def nightly(dataset: DatasetVersion) -> int:
-    return rows(dataset)
+    return twice(rows(dataset))
 """
 
 
@@ -58,7 +62,13 @@ def test_server_lists_runs_steps_logs_and_fires_dataset_triggers(tmp_path: Path)
         runs = http.get("/api/v1/pipelines/runs", params={"pipeline": "nightly"}).json()["runs"]
         assert [r["status"] for r in runs] == ["SUCCEEDED"]
         run = http.get(f"/api/v1/pipelines/runs/{runs[0]['run_id']}").json()["run"]
-        assert [(s["step"], s["cached"]) for s in run["steps"]] == [("rows", False)]
+        assert [(s["step"], s["cached"], s["upstream"]) for s in run["steps"]] == [
+            ("rows", False, []),
+            ("twice", False, ["rows"]),
+        ]
+        page = http.get("/ui/pipelines", params={"run": run["run_id"]})
+        assert page.status_code == 200
+        assert '<svg class="dag"' in page.text and 'data-from="rows" data-to="twice"' in page.text
         logs = http.get(f"/api/v1/pipelines/runs/{run['run_id']}/logs", params={"step": "rows"}).json()
         assert logs["logs"] == [{"step": "rows", "stream": "stdout", "text": "rows of events@1\n"}]
         missing = http.get("/api/v1/pipelines/runs/nope")

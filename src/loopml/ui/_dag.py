@@ -18,7 +18,7 @@ from loopml.pipelines.records import StepRecord
 
 MAX_NODES = 300
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 180, 46, 60, 16, 8
-_LABEL_CHARS = 24
+_LABEL_CHARS = 20  # about what fits in NODE_W at 13px bold; the full name is the tooltip
 # status -> (fill, stroke)
 _COLOURS = {
     "SUCCEEDED": ("#e7f5ee", "#1c7c4a"),
@@ -33,7 +33,7 @@ _ITEM = re.compile(r"^(?P<base>.+)\[\d+\]$")
 def _duration(step: StepRecord) -> str:
     d = step.duration_s
     if d is None:
-        return "running" if step.status == "RUNNING" else ""
+        return ""
     return f"{d:.2f}s" if d < 60 else f"{int(d // 60)}m{int(d % 60):02d}s"
 
 
@@ -92,7 +92,8 @@ def dag_svg(steps: Sequence[StepRecord]) -> Markup | None:
     height = PAD * 2 + max(rows.values()) * (NODE_H + GAP_Y) - GAP_Y
     parts = [
         f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="pipeline DAG">',
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="pipeline DAG" '
+        'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif">',
         '<defs><marker id="dag-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
         'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#6b7385"/></marker></defs>',
     ]
