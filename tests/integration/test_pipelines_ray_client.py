@@ -28,7 +28,9 @@ import pytest
 
 from loopml import sdk
 from loopml.config import Settings
+from loopml.errors import InvalidInput
 from loopml.pipelines import Pipeline, engine
+from loopml.pipelines.executors import open_executor
 from loopml.pipelines.loader import load_target
 from tests.integration.test_pipelines_executors import FLOW
 
@@ -189,3 +191,23 @@ def test_ray_client_cluster_gives_the_same_outputs(flow_file: Path, ray_head: st
     where = remote["where"]
     assert where["pid"] not in (remote["driver_pid"], os.getpid())  # ran in a worker of the cluster
     assert where["blas"] == "1"
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_ray_client_refuses_a_process_already_on_a_local_ray(ray_local: object) -> None:
+    # its tasks would otherwise run on the local instance, not on the cluster the user named
+    with pytest.raises(InvalidInput, match="already runs a local Ray"):
+        open_executor("ray://127.0.0.1:9")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("grpc") is not None, reason="grpcio is installed")
+def test_ray_client_without_grpcio_says_what_to_install() -> None:
+    pytest.importorskip("ray")
+    # a fresh process: this one may already hold the session's local Ray (refused first)
+    code = "from loopml.pipelines.executors import open_executor; open_executor('ray://127.0.0.1:9')"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_ray_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "InvalidInput" in proc.stderr and "pip install 'ray[client]'" in proc.stderr

@@ -110,6 +110,24 @@ class ProcessPoolExecutor(Executor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _check_ray_client(ray: Any, address: str) -> None:
+    """A ``ray://`` executor needs the Ray Client (grpcio) and a process not already on a local Ray
+    (its tasks would silently run there instead of on ``address``)."""
+    import importlib.util
+
+    if ray.is_initialized() and not ray.util.client.ray.is_connected():
+        raise InvalidInput(
+            f"executor {address!r}: this process already runs a local Ray instance; "
+            "call ray.shutdown() first or use executor 'ray'",
+            details={"field": "executor"},
+        )
+    if importlib.util.find_spec("grpc") is None:
+        raise InvalidInput(
+            f"executor {address!r} needs the Ray Client: pip install 'ray[client]'",
+            details={"field": "executor"},
+        )
+
+
 class RayExecutor(Executor):
     """Tasks as Ray remote functions (one CPU each) on a local instance or ``ray://`` cluster."""
 
@@ -123,6 +141,8 @@ class RayExecutor(Executor):
         self._ray: Any = ray
         self.name = address or "ray"
         self.slots = workers
+        if address:
+            _check_ray_client(ray, address)
         self._started_here = not ray.is_initialized()
         env = {"env_vars": {var: "1" for var in _PINNED}}
         if self._started_here:
