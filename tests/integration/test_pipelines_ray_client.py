@@ -176,6 +176,8 @@ def test_ray_client_cluster_gives_the_same_outputs(flow_file: Path, ray_head: st
     local = summary(load_target(str(flow_file)), Settings.load(), "inprocess")
     env = _ray_env()
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    # the proxy starts a server process per client: slow on a loaded machine (Ray allows 5 s at first)
+    env.update(RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S="20")
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, str(flow_file), ray_head],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
