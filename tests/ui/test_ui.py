@@ -149,6 +149,27 @@ def test_compare_selected_runs(site: Site, watched: tuple[Any, Watch]) -> None:
     page.screenshot(path=str(site.screenshots / "compare.png"), full_page=True)
 
 
+def test_an_approval_for_what_the_page_no_longer_shows_moves_nothing(site: Site) -> None:
+    """The approve form carries the digest and Production version the approver saw; the approval
+    is a compare-and-swap against them (runs before the real approval below)."""
+    with httpx.Client(base_url=site.url) as client:
+        html = client.get("/ui/models").text
+        row = html[html.index(f'id="req-{site.data.request_id}"') :]
+        fields = dict(re.findall(r'name="(csrf_token|digest|expected_champion)" value="([^"]*)"', row)[:3])
+        assert set(fields) == {"csrf_token", "digest", "expected_champion"}
+        url = f"/ui/requests/{site.data.request_id}/approve"
+        stale = client.post(
+            url, data={**fields, "expected_champion": str(int(fields["expected_champion"]) + 7)}
+        )
+        assert stale.status_code == 409
+        other = client.post(url, data={**fields, "digest": "0" * 64})
+        assert other.status_code == 409
+        missing = client.post(url, data={"csrf_token": fields["csrf_token"]})
+        assert missing.status_code == 400 and "expected_champion" in missing.text
+    version = httpx.get(f"{site.url}/api/v1/registry/models/{site.data.model}/versions/2").json()
+    assert "Production" not in str(version)
+
+
 def test_approve_a_promotion(site: Site, watched: tuple[Any, Watch]) -> None:
     page, _ = watched
     page.on("dialog", lambda dialog: dialog.accept())

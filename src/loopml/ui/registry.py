@@ -9,8 +9,8 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 
-from loopml.errors import LoopmlError
-from loopml.registry.records import RequestStatus
+from loopml.errors import InvalidInput, LoopmlError, NotFound
+from loopml.registry.records import CHAMPION_ALIAS, PromotionRequest, RequestStatus
 from loopml.registry.service import RegistryService
 from loopml.ui._common import check_csrf, empty_state, page
 
@@ -52,7 +52,8 @@ def models(request: Request) -> Response:
             ],
         )
     pending = svc.list_requests(status=RequestStatus.PENDING)
-    return page(request, "models.html", "models", models=found, pending=pending)
+    reviews = _reviews(svc, pending)
+    return page(request, "models.html", "models", models=found, pending=pending, reviews=reviews)
 
 
 @router.get("/models/{name}")
@@ -60,6 +61,7 @@ def model_page(request: Request, name: str) -> Response:
     svc = _svc(request)
     model = svc.get_registered_model(name)
     versions = svc.search_model_versions(filter_string=_eq("name", name), max_results=1000).versions
+    requests = svc.list_requests(name, status=None)
     return page(
         request,
         "model.html",
@@ -67,9 +69,29 @@ def model_page(request: Request, name: str) -> Response:
         model=model,
         versions=versions,
         gate=svc.get_gate(name),
-        requests=svc.list_requests(name, status=None),
+        requests=requests,
+        reviews=_reviews(svc, requests),
         transitions=svc.list_transitions(name)[-50:][::-1],
     )
+
+
+def _reviews(svc: RegistryService, requests: list[PromotionRequest]) -> dict[str, dict[str, Any]]:
+    """What an approver sees for each pending request: the version's artifact digest and the
+    current Production version (0: none). The approve form posts both back, and the approval is
+    a compare-and-swap against them, so nothing moves if either changed since the page loaded."""
+    champions: dict[str, int] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for q in requests:
+        if q.status != RequestStatus.PENDING:
+            continue
+        if q.name not in champions:
+            try:
+                champions[q.name] = int(svc.get_model_version_by_alias(q.name, CHAMPION_ALIAS).version)
+            except NotFound:
+                champions[q.name] = 0
+        digest = svc.get_model_version(q.name, q.version).digest
+        out[q.request_id] = {"digest": digest, "champion": champions[q.name]}
+    return out
 
 
 def _eq(field: str, value: str) -> str:
@@ -110,7 +132,8 @@ def version_page(request: Request, name: str, version: str) -> Response:
         gate=svc.get_gate(name),
         gate_result=gate_result,
         evaluations=svc.list_evaluations(name, mv.version),
-        requests=[r for r in svc.list_requests(name, status=None) if r.version == mv.version],
+        requests=(requests := [r for r in svc.list_requests(name, status=None) if r.version == mv.version]),
+        reviews=_reviews(svc, requests),
         card=render_markdown(svc.card(name, mv.version)),
     )
 
@@ -120,14 +143,24 @@ def render_markdown(text: str) -> Markup:
     return Markup(_MARKDOWN.render(text))
 
 
-def _decide(request: Request, request_id: str, token: str, reason: str, approve: bool) -> Response:
+def _decide(
+    request: Request,
+    request_id: str,
+    token: str,
+    reason: str,
+    approve: bool,
+    seen: tuple[str, str] = ("", ""),
+) -> Response:
     check_csrf(request, token)
     svc = _svc(request)
     req = svc.get_request(request_id)
     user = acting_user(request)
     try:
         if approve:
-            svc.approve(request_id, reason=reason or None, user=user)
+            digest, champion = _seen(*seen)
+            svc.approve(
+                request_id, reason=reason or None, user=user, digest=digest, expected_champion=champion
+            )
         else:
             svc.reject(request_id, reason=reason or None, user=user)
     except LoopmlError as exc:
@@ -140,18 +173,34 @@ def _decide(request: Request, request_id: str, token: str, reason: str, approve:
             model=model,
             versions=svc.search_model_versions(filter_string=_eq("name", req.name)).versions,
             gate=svc.get_gate(req.name),
-            requests=svc.list_requests(req.name, status=None),
+            requests=(requests := svc.list_requests(req.name, status=None)),
+            reviews=_reviews(svc, requests),
             transitions=svc.list_transitions(req.name)[-50:][::-1],
             flash_error=exc.message,
         )
     return RedirectResponse(f"/ui/models/{req.name}?decided={request_id}", status_code=303)
 
 
+def _seen(digest: str, champion: str) -> tuple[str, int]:
+    """The digest and Production version the approver's page showed; both are required."""
+    if not digest or not champion.isdigit():
+        raise InvalidInput(
+            "fields 'digest' and 'expected_champion' are required: reload the page and approve again",
+            details={"field": "digest" if not digest else "expected_champion"},
+        )
+    return digest, int(champion)
+
+
 @router.post("/requests/{request_id}/approve")
 def approve(
-    request: Request, request_id: str, csrf_token: str = Form(""), reason: str = Form("")
+    request: Request,
+    request_id: str,
+    csrf_token: str = Form(""),
+    reason: str = Form(""),
+    digest: str = Form(""),
+    expected_champion: str = Form(""),
 ) -> Response:
-    return _decide(request, request_id, csrf_token, reason, approve=True)
+    return _decide(request, request_id, csrf_token, reason, approve=True, seen=(digest, expected_champion))
 
 
 @router.post("/requests/{request_id}/reject")
