@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from loopml.config import Settings
 from loopml.errors import AlreadyExists, InvalidInput, NotFound
@@ -215,12 +215,16 @@ def _ever_existed(conn: Connection, name: str) -> bool:
 
 
 def _insert_event(conn: Connection, event: DeploymentEvent) -> None:
+    # An endpoint's history is read newest first by time: two events in the same millisecond
+    # (a rollback then a delete) get distinct, increasing stamps so their order is kept.
+    c = deployment_events.c
+    last = conn.execute(select(func.max(c.timestamp)).where(c.endpoint == event.endpoint)).scalar()
     conn.execute(
         insert(deployment_events).values(
             event_id=event.event_id,
             endpoint=event.endpoint,
             kind=event.kind,
-            timestamp=event.timestamp,
+            timestamp=event.timestamp if last is None else max(event.timestamp, int(last) + 1),
             user_id=event.user,
             reason=event.reason,
             evidence=_dumps(event.evidence),
