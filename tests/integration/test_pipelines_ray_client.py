@@ -203,11 +203,16 @@ def test_ray_client_refuses_a_process_already_on_a_local_ray(ray_local: object) 
         open_executor("ray://127.0.0.1:9")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("grpc") is not None, reason="grpcio is installed")
 def test_ray_client_without_grpcio_says_what_to_install() -> None:
     pytest.importorskip("ray")
-    # a fresh process: this one may already hold the session's local Ray (refused first)
-    code = "from loopml.pipelines.executors import open_executor; open_executor('ray://127.0.0.1:9')"
+    # a fresh process (this one may already hold the session's local Ray, refused first) in which
+    # grpcio cannot be found, as in an install of plain `ray` without the client extra
+    code = (
+        "import importlib.util, sys\n"
+        "find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'grpc' else find(name, *a)\n"
+        "from loopml.pipelines.executors import open_executor; open_executor('ray://127.0.0.1:9')"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], env=_ray_env(), capture_output=True, text=True, timeout=60
     )

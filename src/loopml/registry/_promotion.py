@@ -121,7 +121,7 @@ class PromotionMixin:
     def _record(
         self, conn: Connection, mid: int, row: Row[Any], to: ModelStage, reason: str, user: str, **audit: Any
     ) -> Transition:
-        t = st.now_ms()
+        t = st.next_stamp(conn, model_transitions.c.timestamp, model_transitions.c.model_id == mid)
         c = model_versions.c
         conn.execute(
             update(model_versions)
@@ -208,10 +208,12 @@ class PromotionMixin:
         )
         if champion_version is not None:
             champion_version = st.parse_version(champion_version)
-        evaluation_id, t, user = uuid.uuid4().hex, st.now_ms(), self._user(user)
+        evaluation_id, user = uuid.uuid4().hex, self._user(user)
         with self.db.write() as conn:
             mid = st.model_id(conn, name)
             st.version_row(conn, mid, name, number)
+            e = model_evaluations.c
+            t = st.next_stamp(conn, e.created, (e.model_id == mid) & (e.version == number))
             conn.execute(
                 insert(model_evaluations).values(
                     evaluation_id=evaluation_id,
