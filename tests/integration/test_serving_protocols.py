@@ -176,3 +176,19 @@ def test_metrics_count_requests(lr: str) -> None:
     httpx.post(f"http://{lr}/invocations", json={"instances": [[0.0] * 20]})
     text = httpx.get(f"http://{lr}/metrics").text
     assert 'loopml_serving_requests_total{endpoint="lr",variant="primary",version="1"}' in text
+
+
+def test_standalone_server_has_the_request_hardening(tab: str) -> None:
+    # DNS rebinding: a page on the attacker's name reaching the loopback server is refused
+    r = httpx.get(f"http://{tab}/v2/models/tab", headers={"host": "evil.example.com"})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "Host"
+    # a cross-site form or text/plain POST (no CORS preflight) never reaches the model
+    r = httpx.post(
+        f"http://{tab}/invocations", content=b'{"instances": []}', headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 415 and r.json()["details"]["field"] == "Content-Type"
+    deep = b"[" * 100 + b"]" * 100
+    r = httpx.post(f"http://{tab}/invocations", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["details"]["field"] == "body"
+    r = httpx.get(f"http://{tab}/v2/health/ready")
+    assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"

@@ -33,10 +33,15 @@ def serve(
         64 * 1024 * 1024
     ),
 ) -> None:
-    """Serve one model: Open Inference Protocol v2 (/v2/...) and MLflow's /invocations."""
+    """Serve one model: Open Inference Protocol v2 (/v2/...) and MLflow's /invocations.
+
+    The same request hardening as ``loopml server``: a foreign ``Host`` gets 400 (DNS
+    rebinding; ``LOOPML_ALLOWED_HOSTS`` adds names), a cross-site text/plain or form POST 415,
+    a body over ``--max-body-bytes`` 413 and deeply nested JSON 400."""
     import uvicorn
 
     from loopml.config import Settings
+    from loopml.server.hardening import HardeningMiddleware, HostPolicy, Limits
     from loopml.serving.app import InferenceServer
     from loopml.serving.predlog import PredictionLog, default_root
     from loopml.serving.records import BatchingConfig, Endpoint, TrafficPolicy, normalize_model_uri
@@ -53,7 +58,12 @@ def serve(
     plog = None if no_log else PredictionLog(default_root(settings))
     server = InferenceServer.single(endpoint, prediction_log=plog, max_body_bytes=max_body_bytes)
     typer.echo(f"serving {uri} as {endpoint.name!r} on http://{host}:{port} (Ctrl+C to stop)", err=True)
-    uvicorn.run(server.app(), host=host, port=port, log_level="warning", access_log=False)
+    app = HardeningMiddleware(
+        server.app(),
+        hosts=HostPolicy.build(settings.allowed_hosts, host),
+        limits=Limits(max_body_bytes, max_body_bytes),
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def _model_name(uri: str) -> str:
