@@ -11,10 +11,13 @@ them, so ``loopml --help`` starts fast (``tests/unit/cli/test_import_light.py``)
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from loopml import __version__
 from loopml.cli import audit as audit_cli
@@ -31,16 +34,80 @@ from loopml.cli import stream as stream_cli
 from loopml.cli import users as users_cli
 from loopml.errors import LoopmlError
 
+# Commands that run until stopped (their requests and background work are audited by the
+# server's own per-request context) or audit themselves (``users``, ``audit``).
+_WORDS = "loopml.command_line"
+_NOT_AUDITED_HERE = frozenset({"server", "serve", "scheduler", "stream", "demo", "users", "audit"})
+
 
 class LoopmlGroup(TyperGroup):
-    """The root command: a :class:`LoopmlError` becomes one ``error: ...`` line and its exit code."""
+    """The root command: a :class:`LoopmlError` becomes one ``error: ...`` line and its exit code.
+
+    A command that changes the local store (embedded mode) is audited like a request to the
+    server: each write transaction appends an entry, as the local user, from ``cli``, with the
+    command (``cli models transition``) and its positional arguments as the target."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # The root has no option taking a value: the command line is what follows its flags.
+        ctx.meta[_WORDS] = list(itertools.dropwhile(lambda word: word.startswith("-"), args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _audited(self, ctx):
+                return super().invoke(ctx)
         except LoopmlError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(exc.exit_code or 1) from None
+
+
+@contextmanager
+def _audited(group: TyperGroup, ctx: Any) -> Iterator[None]:
+    words = list(ctx.meta.get(_WORDS, []))
+    if not words or words[0] in _NOT_AUDITED_HERE:
+        yield
+        return
+    action, target = _command_line(group, ctx, words)
+    if not action:
+        yield
+        return
+    import uuid
+
+    from loopml.config import Settings
+    from loopml.governance import audit  # here, not at import: `loopml --help` stays light
+
+    audit.install()
+    who = Settings.load().user
+    token = audit.bind(
+        audit.AuditContext(
+            actor=who, action=f"cli {action}", target=target, request_id=uuid.uuid4().hex, client="cli"
+        )
+    )
+    try:
+        yield
+    finally:
+        audit.unbind(token)
+
+
+def _command_line(group: TyperGroup, ctx: Any, words: list[str]) -> tuple[str, str]:
+    """(``models transition``, ``churn 2 Production``): the command path and its positional
+    arguments (never its options, which may carry passwords)."""
+    path: list[str] = []
+    command: Any = group
+    try:
+        while isinstance(command, TyperGroup) and words:
+            name, command, words = command.resolve_command(ctx, words)
+            if command is None or name is None:
+                return "", ""
+            path.append(name)
+        if not path or isinstance(command, TyperGroup):
+            return " ".join(path), ""
+        with command.make_context(path[-1], list(words), parent=ctx, resilient_parsing=True) as leaf:
+            values = [leaf.params.get(p.name) for p in command.params if isinstance(p, TyperArgument)]
+    except Exception:  # a label only: the command itself reports bad arguments when it parses them
+        return " ".join(path), ""
+    shown = [str(v) for v in values if v is not None and v != ()]
+    return " ".join(path), " ".join(shown)[:1000]
 
 
 app = typer.Typer(

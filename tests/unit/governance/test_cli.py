@@ -66,3 +66,35 @@ def test_users_and_audit_commands_on_the_local_store(tmp_path: Path, monkeypatch
     broken = runner.invoke(cli_app, ["audit", "verify"])
     assert broken.exit_code == 1 and "entries 2..2 are missing (deleted)" in broken.output
     db.dispose()
+
+
+def test_embedded_cli_changes_are_audited_as_the_local_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path))
+    monkeypatch.setenv("LOOPML_USER", "ops")
+    monkeypatch.delenv("LOOPML_TRACKING_URI", raising=False)
+    runner = CliRunner()
+
+    def entries() -> list[dict[str, object]]:
+        done = runner.invoke(cli_app, ["audit", "list", "--json"])
+        assert done.exit_code == 0, done.output
+        found: list[dict[str, object]] = orjson.loads(done.stdout)
+        return found
+
+    made = runner.invoke(cli_app, ["experiments", "create", "churn-exp", "--tag", "team=ml"])
+    assert made.exit_code == 0, made.output
+    mine = [e for e in entries() if e["action"] == "cli experiments create"]
+    assert mine and {(e["actor"], e["client"], e["outcome"]) for e in mine} == {("ops", "cli", "ok")}
+    assert mine[-1]["target"] == "churn-exp"  # positional arguments only, never option values
+    before = len(entries())
+    assert runner.invoke(cli_app, ["experiments", "list"]).exit_code == 0  # a read appends nothing
+    refused = runner.invoke(cli_app, ["experiments", "create", "churn-exp"])  # exists: nothing written
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert len(entries()) == before
+    verified = runner.invoke(cli_app, ["audit", "verify", "--json"])
+    assert verified.exit_code == 0 and orjson.loads(verified.stdout)["ok"] is True
+    # the binding ends with the command: later writes in this process are not attributed to it
+    from loopml.governance import audit
+
+    assert audit.current() is None
