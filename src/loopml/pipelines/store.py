@@ -7,6 +7,7 @@ lock row per pipeline (inserted to start, deleted at the end) is what keeps two 
 
 from __future__ import annotations
 
+import heapq
 import os
 import socket
 from typing import Any
@@ -92,9 +93,7 @@ class PipelineStore:
             run = _run(row._mapping)
             if with_steps:
                 query = select(pipeline_steps).where(pipeline_steps.c.run_id == run_id)
-                run.steps = [
-                    _step(r._mapping) for r in conn.execute(query.order_by(pipeline_steps.c.started_at))
-                ]
+                run.steps = in_dag_order([_step(r._mapping) for r in conn.execute(query)])
         return run
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[PipelineRunRecord]:
@@ -327,3 +326,39 @@ def _definition(m: Any) -> Definition:
     values["params"] = orjson.loads(values["params"])
     values["on_alert"] = bool(values["on_alert"])
     return Definition(**values)
+
+
+def in_dag_order(steps: list[StepRecord]) -> list[StepRecord]:
+    """Every step after the steps it consumed; otherwise by start time, then name.
+
+    Start times are milliseconds: a cached chain starts several steps in the same one, so they
+    alone do not keep a step after its inputs.
+
+    >>> a = StepRecord("r", "a", "SUCCEEDED", started_at=5)
+    >>> b = StepRecord("r", "b", "SUCCEEDED", started_at=5, upstream=["a"])
+    >>> [s.step for s in in_dag_order([b, a])]
+    ['a', 'b']
+    """
+
+    def key(s: StepRecord) -> tuple[int, str]:
+        return (s.started_at or 0, s.step)
+
+    position = {s.step: i for i, s in enumerate(steps)}
+    names = set(position)
+    waiting = {s.step: {p for p in s.upstream or [] if p in names and p != s.step} for s in steps}
+    consumers: dict[str, list[StepRecord]] = {}
+    for s in steps:
+        for parent in waiting[s.step]:
+            consumers.setdefault(parent, []).append(s)
+    ready = [(key(s), i, s) for i, s in enumerate(steps) if not waiting[s.step]]
+    heapq.heapify(ready)
+    ordered: list[StepRecord] = []
+    while ready:
+        *_, done = heapq.heappop(ready)
+        ordered.append(done)
+        for child in consumers.get(done.step, []):
+            waiting[child.step].discard(done.step)
+            if not waiting[child.step]:
+                heapq.heappush(ready, (key(child), position[child.step], child))
+    placed = {s.step for s in ordered}
+    return ordered + sorted((s for s in steps if s.step not in placed), key=key)  # a cycle: never recorded
