@@ -25,6 +25,7 @@ import orjson
 
 from loopml.config import Settings
 from loopml.errors import InvalidInput, NotFound
+from loopml.tracking import media
 from loopml.tracking.capture import Provenance, capture
 from loopml.tracking.records import Comparison, DatasetInput, Experiment, Metric, Param, Run, RunTag
 from loopml.tracking.service import TrackingService
@@ -239,10 +240,48 @@ def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
 
 
 def _put_text(svc: TrackingService, run_id: str, path: str, text: str) -> None:
+    _put_bytes(svc, run_id, path, text.encode())
+
+
+def _put_bytes(svc: TrackingService, run_id: str, path: str, data: bytes) -> None:
     with tempfile.TemporaryFile() as fh:
-        fh.write(text.encode())
+        fh.write(data)
         fh.seek(0)
         svc.put_artifact(run_id, path, fh)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Store a matplotlib figure (``.png``/``.svg``/``.pdf``/``.jpg``) or a plotly figure
+    (``.html``/``.json``) as ``artifact_file`` of the active run.
+
+    >>> loopml.log_figure(fig, "plots/roc.png")  # doctest: +SKIP
+    """
+    _put_bytes(service(), _active_id(), artifact_file, media.figure_bytes(figure, artifact_file))
+
+
+def log_image(image: Any, artifact_file: str) -> None:
+    """Store an image (NumPy HxW / HxWx3 / HxWx4, uint8 0..255 or float 0..1, or a PIL image)
+    as the PNG ``artifact_file`` of the active run.
+
+    >>> loopml.log_image(np.zeros((32, 32, 3), dtype=np.uint8), "images/black.png")  # doctest: +SKIP
+    """
+    media.suffix_of(artifact_file, ("png",), "an image")
+    _put_bytes(service(), _active_id(), artifact_file, media.png_bytes(image))
+
+
+def log_table(data: Any, artifact_file: str) -> None:
+    """Store a DataFrame or dict of columns as MLflow's table JSON (``{"columns", "data"}``);
+    logging to the same ``artifact_file`` again appends the rows, as MLflow does.
+
+    >>> loopml.log_table({"text": ["a", "b"], "score": [0.1, 0.9]}, "eval/table.json")  # doctest: +SKIP
+    """
+    media.suffix_of(artifact_file, ("json",), "a table")
+    svc, run_id = service(), _active_id()
+    try:
+        existing: bytes | None = b"".join(svc.iter_artifact(run_id, artifact_file))
+    except NotFound:
+        existing = None
+    _put_bytes(svc, run_id, artifact_file, media.table_json(data, existing))
 
 
 def log_input(dataset: DatasetInput, context: str | None = None) -> None:
