@@ -40,6 +40,7 @@ from loopml.pipelines.records import (
     now_ms,
 )
 from loopml.pipelines.store import PipelineStore
+from loopml.pipelines.store_local import SqlPipelineStore
 from loopml.pipelines.tasks import Task, TaskResult
 from loopml.pipelines.values import Ref, json_bytes, list_ref, load_value, store_value, verify
 from loopml.tracking.local import LocalTrackingService
@@ -59,26 +60,38 @@ class PipelineFailed(LoopmlError):
 
 
 def context(settings: Settings) -> tuple[PipelineStore, TrackingService]:
-    """The pipeline store and tracking service of ``settings``, built once per process."""
-    if settings.is_remote:
-        raise InvalidInput(
-            "pipelines run on the local store (LOOPML_HOME / LOOPML_DATABASE_URL); unset "
-            "LOOPML_TRACKING_URI or run the pipeline on the server's machine",
-            details={"field": "tracking_uri"},
-        )
+    """The pipeline store and tracking service of ``settings``, built once per process: the
+    local store, or the server ``LOOPML_TRACKING_URI`` names (steps still run here)."""
     with _lock:
         if settings not in _contexts:
-            store = PipelineStore.from_settings(settings)
-            tracking = LocalTrackingService.from_settings(settings)
-            _contexts[settings] = (store, tracking)
+            _contexts[settings] = _remote(settings) if settings.is_remote else _local(settings)
         return _contexts[settings]
+
+
+def _local(settings: Settings) -> tuple[PipelineStore, TrackingService]:
+    return SqlPipelineStore.from_settings(settings), LocalTrackingService.from_settings(settings)
+
+
+def _remote(settings: Settings) -> tuple[PipelineStore, TrackingService]:
+    # httpx only when remote, as the SDK does: the HTTP clients are the layer above this one.
+    from loopml.client.http import HttpTrackingService
+    from loopml.client.http_pipelines import HttpPipelineStore
+
+    assert settings.tracking_uri is not None
+    tracking = HttpTrackingService(
+        settings.tracking_uri,
+        token=settings.token,
+        retries=settings.http_retries,
+        timeout=settings.http_timeout,
+    )
+    return HttpPipelineStore.from_settings(settings), tracking
 
 
 def reset() -> None:
     """Close cached stores (tests)."""
     with _lock:
         for store, tracking in _contexts.values():
-            store.db.dispose()
+            store.close()
             tracking.close()
         _contexts.clear()
 
@@ -376,9 +389,11 @@ class _Runner:
         if hit is not None:
             step.status, step.cached, step.outputs, step.finished_at = CACHED, True, hit.outputs, now_ms()
             step.logs = hit.logs  # the logs of the execution whose outputs are reused
+            self.store.publish(hit.outputs or [], hit.logs)  # the server may have lost a copy
             self._record(unit, step, reused_from or hit.run_id)
             return
         self.store.save_step(step, new=True)
+        self.store.stage(_input_refs(unit))
         s = unit.node.step
         task = Task(
             unit.label, s.fn, unit.args, 1 if unit.parent else s.n_outputs, self.store.artifact_root,
@@ -405,6 +420,7 @@ class _Runner:
         return step.outputs is not None and all(verify(self.store.blobs, r) for r in step.outputs)
 
     def _finished(self, unit: _Unit, step: StepRecord, result: TaskResult) -> None:
+        self.store.publish(result.outputs if result.ok else [], result.logs)
         step.attempts, step.logs = result.attempts, result.logs
         step.finished_at = now_ms()
         if result.ok:
@@ -417,10 +433,7 @@ class _Runner:
 
     def _record(self, unit: _Unit, step: StepRecord, reused_from: str) -> None:
         literals = {k: v for k, (kind, v) in unit.args.items() if kind == "value"}
-        inputs = [
-            r for kind, p in unit.args.values() if kind != "value" for r in (p if kind == "refs" else [p])
-        ]
-        step.tracking_run_id = self.tracker.step(step, literals, inputs, reused_from)
+        step.tracking_run_id = self.tracker.step(step, literals, _input_refs(unit), reused_from)
         self.store.save_step(step, new=step.cached)
         if self.progress is not None:
             self.progress(step)
@@ -433,3 +446,8 @@ class _Runner:
         items[unit.index] = step.outputs[0]
         if all(i is not None for i in items):
             self.outputs[unit.parent] = [list_ref(self.store.blobs, [i for i in items if i is not None])]
+
+
+def _input_refs(unit: _Unit) -> list[Ref]:
+    """The stored values a unit reads (its literal arguments are inline)."""
+    return [r for kind, p in unit.args.values() if kind != "value" for r in (p if kind == "refs" else [p])]

@@ -1,4 +1,4 @@
-"""Pipeline runs, steps, definitions, triggers and run locks in the metadata database.
+"""The pipeline store on the metadata database: runs, steps, definitions, triggers and run locks.
 
 The cache is the ``pipeline_steps`` rows that succeeded, looked up by ``cache_key``; the
 lock row per pipeline (inserted to start, deleted at the end) is what keeps two schedulers
@@ -7,7 +7,6 @@ lock row per pipeline (inserted to start, deleted at the end) is what keeps two 
 
 from __future__ import annotations
 
-import heapq
 import os
 import socket
 from typing import Any
@@ -28,6 +27,7 @@ from loopml.pipelines.records import (
     TriggerRecord,
     now_ms,
 )
+from loopml.pipelines.store import PipelineStore, in_dag_order, owner_id
 from loopml.store.blobs import BlobStore, open_blob_store
 from loopml.store.db import Database
 from loopml.store.schema import (
@@ -38,15 +38,8 @@ from loopml.store.schema import (
     pipeline_triggers,
 )
 
-_FINAL = (SUCCEEDED, "FAILED", CACHED)
 
-
-def owner_id() -> str:
-    """``host:pid`` of this process (who holds a lock)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class PipelineStore:
+class SqlPipelineStore(PipelineStore):
     """Reads and writes of the pipeline tables; every method is one short transaction."""
 
     def __init__(self, db: Database, blobs: BlobStore, artifact_root: str) -> None:
@@ -55,10 +48,22 @@ class PipelineStore:
         self.artifact_root = artifact_root
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PipelineStore:
+    def from_settings(cls, settings: Settings) -> SqlPipelineStore:
         return cls(
             Database(settings.database_url), open_blob_store(settings.artifact_root), settings.artifact_root
         )
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def latest_dataset_version(self, dataset: str) -> int:
+        from loopml.data.service import LocalDataService  # pyarrow only when a dataset trigger is checked
+
+        try:
+            versions = LocalDataService(self.db, self.blobs, "").list_versions(dataset)
+        except NotFound:
+            return 0
+        return max(v.version for v in versions)
 
     # -- runs --------------------------------------------------------------------------------
     def create_run(self, run: PipelineRunRecord) -> None:
@@ -150,15 +155,16 @@ class PipelineStore:
         return found
 
     # -- locks -------------------------------------------------------------------------------
-    def acquire(self, pipeline: str, run_id: str) -> None:
-        """Take the pipeline's run lock, or raise ``Conflict`` naming the run holding it. A lock
-        whose run has finished, or whose owner process on this host is gone, is taken over."""
+    def acquire(self, pipeline: str, run_id: str, owner: str | None = None) -> None:
+        """Take the pipeline's run lock for ``owner`` (default: this process), or raise
+        ``Conflict`` naming the run holding it. A lock whose run has finished, or whose owner
+        process on this host is gone, is taken over."""
         for _ in range(3):
             try:
                 with self.db.write() as conn:
                     conn.execute(
                         insert(pipeline_locks).values(
-                            pipeline=pipeline, run_id=run_id, owner=owner_id(), acquired_at=now_ms()
+                            pipeline=pipeline, run_id=run_id, owner=owner or owner_id(), acquired_at=now_ms()
                         )
                     )
                 return
@@ -326,39 +332,3 @@ def _definition(m: Any) -> Definition:
     values["params"] = orjson.loads(values["params"])
     values["on_alert"] = bool(values["on_alert"])
     return Definition(**values)
-
-
-def in_dag_order(steps: list[StepRecord]) -> list[StepRecord]:
-    """Every step after the steps it consumed; otherwise by start time, then name.
-
-    Start times are milliseconds: a cached chain starts several steps in the same one, so they
-    alone do not keep a step after its inputs.
-
-    >>> a = StepRecord("r", "a", "SUCCEEDED", started_at=5)
-    >>> b = StepRecord("r", "b", "SUCCEEDED", started_at=5, upstream=["a"])
-    >>> [s.step for s in in_dag_order([b, a])]
-    ['a', 'b']
-    """
-
-    def key(s: StepRecord) -> tuple[int, str]:
-        return (s.started_at or 0, s.step)
-
-    position = {s.step: i for i, s in enumerate(steps)}
-    names = set(position)
-    waiting = {s.step: {p for p in s.upstream or [] if p in names and p != s.step} for s in steps}
-    consumers: dict[str, list[StepRecord]] = {}
-    for s in steps:
-        for parent in waiting[s.step]:
-            consumers.setdefault(parent, []).append(s)
-    ready = [(key(s), i, s) for i, s in enumerate(steps) if not waiting[s.step]]
-    heapq.heapify(ready)
-    ordered: list[StepRecord] = []
-    while ready:
-        *_, done = heapq.heappop(ready)
-        ordered.append(done)
-        for child in consumers.get(done.step, []):
-            waiting[child.step].discard(done.step)
-            if not waiting[child.step]:
-                heapq.heappush(ready, (key(child), position[child.step], child))
-    placed = {s.step for s in ordered}
-    return ordered + sorted((s for s in steps if s.step not in placed), key=key)  # a cycle: never recorded

@@ -53,13 +53,7 @@ def _check_cron(schedule: str) -> None:
 
 
 def _latest_version(settings: Settings, store: PipelineStore, dataset: str) -> int:
-    from loopml.data.service import LocalDataService
-
-    try:
-        versions = LocalDataService(store.db, store.blobs, settings.user).list_versions(dataset)
-    except NotFound:
-        return 0
-    return max(v.version for v in versions)
+    return store.latest_dataset_version(dataset)
 
 
 def register_definition(

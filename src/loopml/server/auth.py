@@ -217,6 +217,23 @@ GET    /api/v1/pipelines/runs                                       viewer
 GET    /api/v1/pipelines/runs/{run_id}                              viewer
 GET    /api/v1/pipelines/runs/{run_id}/logs                         viewer
 GET    /api/v1/pipelines/triggers                                   viewer
+GET    /api/v1/pipelines/runs/{run_id}/steps/{step}                 viewer
+GET    /api/v1/pipelines/definitions/{name}                         viewer
+POST   /api/v1/pipelines/cache                                      viewer
+GET    /api/v1/pipelines/blobs/{digest}                             viewer
+POST   /api/v1/pipelines/runs                                       editor
+POST   /api/v1/pipelines/runs/{run_id}/finish                       editor
+PUT    /api/v1/pipelines/runs/{run_id}/tracking-run                 editor
+PUT    /api/v1/pipelines/runs/{run_id}/steps/{step}                 editor
+POST   /api/v1/pipelines/locks/{pipeline}                           editor
+DELETE /api/v1/pipelines/locks/{pipeline}                           editor
+POST   /api/v1/pipelines/locks/{pipeline}/unlock                    editor
+PUT    /api/v1/pipelines/definitions/{name}                         editor
+DELETE /api/v1/pipelines/definitions/{name}                         editor
+POST   /api/v1/pipelines/definitions/{name}/cursor                  editor
+POST   /api/v1/pipelines/triggers                                   editor
+PATCH  /api/v1/pipelines/triggers/{trigger_id}                      editor
+PUT    /api/v1/pipelines/blobs/{digest}                             editor
 
 GET    /                                                            public
 GET    /ui/static/{name}                                            public
