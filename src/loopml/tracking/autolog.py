@@ -117,7 +117,9 @@ def is_enabled() -> bool:
     return _config is not None
 
 
-def _estimator_classes() -> list[type]:
+@functools.cache
+def _estimator_classes() -> tuple[type, ...]:
+    """Every public scikit-learn estimator class (walking sklearn takes seconds: done once)."""
     from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
     from sklearn.pipeline import Pipeline
     from sklearn.utils import all_estimators
@@ -125,7 +127,7 @@ def _estimator_classes() -> list[type]:
     with warnings.catch_warnings():  # importing every sklearn module may warn about deprecated ones
         warnings.simplefilter("ignore")
         classes = [cls for _, cls in all_estimators()]
-    return list(dict.fromkeys([*classes, Pipeline, GridSearchCV, RandomizedSearchCV]))
+    return tuple(dict.fromkeys([*classes, Pipeline, GridSearchCV, RandomizedSearchCV]))
 
 
 def _patch_all() -> None:
