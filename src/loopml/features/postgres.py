@@ -1,10 +1,12 @@
 """PostgreSQL for the feature store: a source (a table or query) and an online store.
 
 DuckDB's ``postgres`` extension must be downloaded, which an offline machine cannot do, so a
-:class:`PostgresSource` is read through psycopg: ``COPY (query) TO STDOUT`` as CSV, parsed by
-Arrow with the column types PostgreSQL reports (timestamps travel as epoch microseconds, so no
-text parsing of zones is involved). The rows are read when a query runs (into memory: for
-sources beyond memory, export to Parquet and use a FileSource).
+:class:`PostgresSource` is read through psycopg, in bounded memory: a server-side (named) cursor
+fetches ``batch_rows`` rows at a time (timestamps as epoch microseconds, so no zone parsing is
+involved), each batch is appended to a temporary Parquet file under ``$LOOPML_HOME/tmp``, and
+DuckDB reads that file. The file lives as long as the DuckDB connection that reads it (it is
+removed when the connection is released, and at once when the export fails), so a source larger
+than memory is joined and materialized like a Parquet :class:`FileSource`.
 
 :class:`PostgresOnlineStore` keeps the online values in one table; a bulk write is a COPY into a
 temporary table and one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` newer-wins statement, so
@@ -19,17 +21,24 @@ from the registry connects with libpq's own password sources (``PGPASSWORD``, ``
 
 from __future__ import annotations
 
-import io
+import os
+import tempfile
 import threading
-from dataclasses import dataclass
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from psycopg import sql
 
+from loopml.config import Settings
 from loopml.errors import InvalidInput, Unavailable
 from loopml.features.definitions import Source
 from loopml.features.online import OnlineStore
@@ -37,7 +46,10 @@ from loopml.features.online import OnlineStore
 if TYPE_CHECKING:
     import duckdb
 
-# PostgreSQL type OIDs -> how the column is sent (SQL around the column) and its Arrow type.
+BATCH_ROWS = 100_000
+"""Rows per fetch from the server-side cursor (and per Parquet row group) of a PostgresSource."""
+
+# PostgreSQL type OIDs -> the Arrow type of the column; any other type travels as text.
 _TS_US = pa.timestamp("us")
 _TYPES: dict[int, pa.DataType] = {
     16: pa.bool_(),
@@ -54,6 +66,7 @@ _TYPES: dict[int, pa.DataType] = {
     1114: _TS_US,
     1184: pa.timestamp("us", tz="UTC"),
 }
+_TIMESTAMPS = (1114, 1184)
 _EPOCH_US = "(EXTRACT(EPOCH FROM {col}) * 1000000)::bigint"
 
 
@@ -82,6 +95,10 @@ def _redacted(url: str) -> str:
 class PostgresSource(Source):
     """Rows of a PostgreSQL ``table`` (optionally ``schema.table``) or of a SELECT ``query``.
 
+    ``batch_rows`` rows are fetched at a time into a temporary Parquet file under ``tmp_dir``
+    (default ``$LOOPML_HOME/tmp``); ``on_batch(rows)`` is called after each batch is written (a
+    progress hook). None of the three is part of the spec the registry versions.
+
     >>> PostgresSource("postgresql://db/x", query="SELECT * FROM stats").kind
     'postgres'
     """
@@ -89,6 +106,9 @@ class PostgresSource(Source):
     url: str
     table: str | None = None
     query: str | None = None
+    batch_rows: int = field(default=BATCH_ROWS, compare=False, repr=False)
+    tmp_dir: str | Path | None = field(default=None, compare=False, repr=False)
+    on_batch: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
     kind = "postgres"
 
     def __post_init__(self) -> None:
@@ -96,6 +116,11 @@ class PostgresSource(Source):
         if (self.table is None) == (self.query is None):
             raise InvalidInput(
                 "a PostgreSQL source needs exactly one of table= or query=", details={"field": "table"}
+            )
+        if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
+            raise InvalidInput(
+                f"batch_rows must be a positive number of rows, not {self.batch_rows!r}",
+                details={"field": "batch_rows"},
             )
 
     def _select(self) -> sql.Composable:
@@ -114,31 +139,97 @@ class PostgresSource(Source):
 
     def _columns(self, conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
         inner = sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(self._select())
-        with conn.cursor() as cur:
+        with self._failures(), conn.cursor() as cur:
             cur.execute(inner)
             return [(d.name, d.type_code) for d in cur.description or []]
 
-    def read(self) -> pa.Table:
-        """All the rows as an Arrow table (one COPY)."""
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """A failing read as a loopml error naming the source (not a psycopg traceback)."""
+        what = f"table {self.table!r}" if self.table is not None else "query"
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise Unavailable(
+                f"reading the {what} of PostgreSQL source {_redacted(self.url)} failed ({exc}); "
+                "check the server",
+                details={"field": "url"},
+            ) from None
+        except psycopg.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            fix = "table" if self.table is not None else "query"
+            raise InvalidInput(
+                f"reading the {what} of PostgreSQL source {_redacted(self.url)} failed: {reason}; "
+                f"fix the {fix}",
+                details={"field": fix},
+            ) from None
+
+    def _tmp_root(self) -> Path:
+        root = Path(self.tmp_dir) if self.tmp_dir is not None else Settings.load().home / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def export(self, path: str | Path) -> int:
+        """Write all the rows to the Parquet file ``path``, ``batch_rows`` at a time through a
+        server-side cursor (memory stays bounded by one batch); returns how many rows."""
+        total = 0
         with self._connect() as conn:
             columns = self._columns(conn)
-            exprs = [
-                sql.SQL(_EPOCH_US).format(col=sql.Identifier(name)) + sql.SQL(" AS ") + sql.Identifier(name)
-                if oid in (1114, 1184)
-                else sql.Identifier(name)
-                for name, oid in columns
-            ]
-            copy = sql.SQL("COPY (SELECT {} FROM ({}) AS q) TO STDOUT (FORMAT csv, HEADER false)").format(
-                sql.SQL(", ").join(exprs), self._select()
+            schema = pa.schema([(name, _TYPES.get(oid, pa.string())) for name, oid in columns])
+            select = sql.SQL("SELECT {} FROM ({}) AS q").format(
+                sql.SQL(", ").join(_sent(name, oid) for name, oid in columns), self._select()
             )
-            buffer = io.BytesIO()
-            with conn.cursor() as cur, cur.copy(copy) as stream:
-                for chunk in stream:
-                    buffer.write(chunk)
-        return _parse_csv(buffer.getvalue(), columns)
+            cursor_name = f"loopml_source_{uuid.uuid4().hex}"
+            with (
+                self._failures(),
+                conn.transaction(),
+                conn.cursor(name=cursor_name, binary=True) as cur,  # binary: no text parsing of numbers
+                pq.ParquetWriter(str(path), schema) as writer,
+            ):
+                cur.execute(select)
+                while rows := cur.fetchmany(self.batch_rows):
+                    writer.write_table(_batch(rows, columns, schema))
+                    total += len(rows)
+                    if self.on_batch is not None:
+                        self.on_batch(len(rows))
+        return total
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Path]:
+        """The rows as a temporary Parquet file (see :meth:`export`), removed on exit.
+
+        >>> with PostgresSource(url, table="stats").snapshot() as path:  # doctest: +SKIP
+        ...     duckdb.read_parquet(str(path)).count("*")
+        """
+        path = self._temp_file()
+        try:
+            self.export(path)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _temp_file(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix="postgres-source-", suffix=".parquet", dir=self._tmp_root())
+        os.close(fd)
+        return Path(name)
+
+    def read(self) -> pa.Table:
+        """All the rows as an Arrow table, in memory (:meth:`relation` does not load them)."""
+        with self.snapshot() as path:
+            return pq.read_table(path)
 
     def relation(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
-        return con.from_arrow(self.read())
+        """The rows, exported to a temporary Parquet file that lives as long as ``con``."""
+        path = self._temp_file()
+        try:
+            self.export(path)
+            found = con.read_parquet(str(path))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        # A relation holds its connection, so the file outlives every relation reading it.
+        weakref.finalize(con, _remove, str(path))
+        return found
 
     def arrow_schema(self) -> pa.Schema:
         with self._connect() as conn:
@@ -149,30 +240,34 @@ class PostgresSource(Source):
         return {"kind": self.kind, "url": _redacted(self.url), "table": self.table, "query": self.query}
 
 
-def _parse_csv(data: bytes, columns: list[tuple[str, int]]) -> pa.Table:
-    names = [name for name, _ in columns]
-    sent = {
-        name: pa.int64() if oid in (1114, 1184) else _TYPES.get(oid, pa.string()) for name, oid in columns
-    }
-    if not data:
-        table = pa.table({n: pa.array([], sent[n]) for n in names})
+def _sent(name: str, oid: int) -> sql.Composable:
+    """How column ``name`` is selected: timestamps as epoch microseconds, NUMERIC as float8 (no
+    Decimal objects), types without an Arrow mapping as text."""
+    col = sql.Identifier(name)
+    if oid in _TIMESTAMPS:
+        expr: sql.Composable = sql.SQL(_EPOCH_US).format(col=col)
+    elif oid == 1700:
+        expr = sql.SQL("{}::float8").format(col)
+    elif oid not in _TYPES:
+        expr = sql.SQL("{}::text").format(col)
     else:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names),
-            convert_options=pacsv.ConvertOptions(
-                column_types=sent,
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                true_values=["t"],
-                false_values=["f"],
-            ),
-        )
-    for i, (name, oid) in enumerate(columns):
-        if oid in (1114, 1184):
-            table = table.set_column(i, name, table.column(name).cast(_TYPES[oid]))
-    return table
+        return col
+    return expr + sql.SQL(" AS ") + col
+
+
+def _batch(rows: Sequence[tuple[Any, ...]], columns: list[tuple[str, int]], schema: pa.Schema) -> pa.Table:
+    """One fetched batch of rows as an Arrow table of ``schema``."""
+    arrays = []
+    for values, (_, oid), target in zip(zip(*rows, strict=True), columns, schema, strict=True):
+        if oid in _TIMESTAMPS:
+            arrays.append(pa.array(values, pa.int64()).cast(target.type))
+        else:
+            arrays.append(pa.array(values, target.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _remove(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
 
 
 _SCHEMA = """
