@@ -1,12 +1,12 @@
 """Drift benchmark: loopml's full drift computation vs Evidently's DataDriftPreset vs a plain
 NumPy floor, on the same synthetic data (20 numeric + 5 categorical columns, planted shifts in 6).
 
-Each contender runs in its own child process (Evidently in ``.bench/evidently-venv``, made with
-``python3 -m venv`` + ``pip install evidently "pandas<3"``); the child reports the CPU seconds
-of the computation alone, the parent reads the child's peak RSS from ``os.wait4`` (the data is
-written by another process, so the parent's own peak stays small and cannot inflate it).  Verdicts on
-the planted columns must agree.  Targets at 1M rows: >= 20x less CPU than Evidently, <= 1/3 of
-its peak RSS, within 1.5x of the floor.
+Each contender runs in its own child process (Evidently in ``.bench/evidently-venv``, made once
+with ``evidently==0.7.23 "pandas<3"`` by ``uv``, or ``python3 -m venv`` + pip, when missing); the
+child reports the CPU seconds of the computation alone, the parent reads the child's peak RSS
+from ``os.wait4`` (the data is written by another process, so the parent's own peak stays small
+and cannot inflate it).  Verdicts on the planted columns must agree.  Targets at 1M rows: >= 20x
+less CPU than Evidently, <= 1/3 of its peak RSS, within 1.5x of the floor.
 
     .venv/bin/python bench/drift/run.py --quick      # 100k rows per side only
     .venv/bin/python bench/drift/run.py --json out.json
@@ -15,10 +15,7 @@ its peak RSS, within 1.5x of the floor.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,11 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import ROOT, ensure_venv, peer_venv, pinned_env, run_child, write_json
+
 CHILD = Path(__file__).with_name("children.py")
-EVIDENTLY = ROOT / ".bench" / "evidently-venv" / "bin" / "python"
+EVIDENTLY_VENV = peer_venv("evidently")
+EVIDENTLY = EVIDENTLY_VENV / "bin" / "python"
 PLANTED = {"n0", "n1", "n2", "n3", "c0", "c1"}
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = pinned_env()
 
 
 def make_data(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
@@ -60,17 +61,14 @@ def write_data(n: int, ref_path: Path, cur_path: Path) -> None:
     pq.write_table(cur, cur_path)
 
 
-def run_child(cmd: list[str]) -> dict[str, object]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=ENV, cwd=ROOT)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[1:3]} failed with exit code {proc.returncode}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
-    result["child_cpu"] = usage.ru_utime + usage.ru_stime
+def contender(cmd: list[str]) -> dict[str, object]:
+    """Run one contender's child; its JSON answer plus its peak RSS and whole-process CPU."""
+    done = run_child(cmd, env=ENV, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[1:3]} failed with exit code {done.returncode}")
+    result = done.last_json()
+    result["peak_rss_mb"] = done.peak_rss_mb
+    result["child_cpu"] = done.cpu_s
     return result
 
 
@@ -85,10 +83,10 @@ def bench_size(n: int, tmp: Path, with_evidently: bool) -> dict[str, object]:
     if writer.exitcode != 0:
         raise SystemExit(f"writing the {n:,}-row data failed with exit code {writer.exitcode}")
     row: dict[str, object] = {"rows": n}
-    row["loopml"] = run_child([sys.executable, str(CHILD), "loopml", str(rp), str(cp)])
-    row["floor"] = run_child([sys.executable, str(CHILD), "floor", str(rp), str(cp)])
+    row["loopml"] = contender([sys.executable, str(CHILD), "loopml", str(rp), str(cp)])
+    row["floor"] = contender([sys.executable, str(CHILD), "floor", str(rp), str(cp)])
     if with_evidently:
-        row["evidently"] = run_child([str(EVIDENTLY), str(CHILD), "evidently", str(rp), str(cp)])
+        row["evidently"] = contender([str(EVIDENTLY), str(CHILD), "evidently", str(rp), str(cp)])
     return row
 
 
@@ -114,15 +112,6 @@ def report(row: dict[str, object]) -> None:
 EVIDENTLY_PIN = ("evidently==0.7.23", "pandas<3")
 
 
-def ensure_evidently_venv() -> None:
-    """Create the peer's own venv (gitignored) with the pinned Evidently; pandas<3 as it needs."""
-    venv = EVIDENTLY.parent.parent
-    print(f"creating {venv} with {' '.join(EVIDENTLY_PIN)} ...", flush=True)
-    subprocess.run(["python3", "-m", "venv", str(venv)], check=True, timeout=600)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", *EVIDENTLY_PIN]
-    subprocess.run(pip, check=True, timeout=1800)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,15 +121,15 @@ def main() -> None:
     parser.add_argument("--no-evidently", action="store_true", help="skip the peer (no venv needed)")
     args = parser.parse_args()
     with_evidently = not args.no_evidently
-    if with_evidently and not EVIDENTLY.exists():
-        ensure_evidently_venv()
+    if with_evidently:  # the peer's own venv (gitignored), created once; pandas<3 as Evidently needs
+        ensure_venv(EVIDENTLY_VENV, EVIDENTLY_PIN)
     rows = []
     with tempfile.TemporaryDirectory(prefix="loopml-drift-") as tmp:
         for n in (100_000,) if args.quick else (100_000, 1_000_000):
             rows.append(bench_size(n, Path(tmp), with_evidently))
             report(rows[-1])
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

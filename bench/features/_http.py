@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from _common import BenchError, Server, answers_200, tree_cpu_seconds
 from _span import percentiles_ms
 from _spec import lookup_batches
 
-HOST = "127.0.0.1"
 SIZES = ((1, 2000, 200), (100, 300, 30))  # (entities per request, timed requests, warm-up requests)
 
 
@@ -30,70 +25,18 @@ class Skipped(RuntimeError):
     """The server cannot answer this benchmark's requests (the reason is the message)."""
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used so far by ``root`` and its live descendants (utime+stime+cutime+cstime)."""
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                raw = Path(f"/proc/{entry.name}/stat").read_bytes()
-                rest = raw[raw.rfind(b")") + 2 :].split()  # the command name may contain spaces
-                stats[int(entry.name)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, stack, seen = 0, [root], set()
-    while stack:
-        pid = stack.pop()
-        if pid in stats and pid not in seen:
-            seen.add(pid)
-            total += stats[pid][1]
-            stack.extend(children.get(pid, ()))
-    return total / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
-def running(argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path, health: str) -> Iterator[int]:
-    """Run a server until the block ends (which gets its pid); ``health`` is polled until it answers 200."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_ready(proc, health, log)
-        yield proc.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+def running(server: Server, health: str) -> Iterator[int]:
+    """Run ``server`` until the block ends (which gets its pid); GET ``health`` until it answers 200.
+
+    Skipped if it exits or does not answer within 180 s (the reason and its log in the message).
+    """
+    with server:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=5.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise Skipped(f"server exited with code {proc.returncode} at start-up:\n{tail}")
-            with contextlib.suppress(httpx.TransportError):
-                if client.get(url).status_code == 200:
-                    return
-            time.sleep(0.25)
-    raise Skipped(f"server not ready after {timeout_s:.0f}s (log: {log})")
+            server.wait_ready(answers_200("GET", server.base_url + health))
+        except BenchError as e:
+            raise Skipped(str(e)) from e
+        yield server.pid
 
 
 def measure(url: str, bodies: list[bytes], warmup: int, server_pid: int) -> dict[str, float]:

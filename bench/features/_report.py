@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from _common import ratio
+
 Report = dict[str, Any]
 
 
@@ -28,10 +30,6 @@ def _get(report: Report, *path: str) -> Any:
     return node
 
 
-def _ratio(a: Any, b: Any) -> float | None:
-    return None if a is None or b is None or b == 0 else float(a) / float(b)
-
-
 def _target(name: str, value: float | None, op: str, limit: float, unit: str = "x") -> Report:
     ok = None if value is None else (value >= limit if op == ">=" else value <= limit)
     return {"target": name, "value": value, "op": op, "limit": limit, "unit": unit, "pass": ok}
@@ -52,12 +50,12 @@ def targets(report: Report) -> list[Report]:
     equal = _get(report, "comparison", "historical", "feast_duckdb", "equal")
     online_equal = _get(report, "comparison", "online", "equal")
     return [
-        _target("historical CPU: Feast DuckDB / loopml", _ratio(cpu["feast_duckdb"], cpu["loopml"]), ">=", 2),
-        _target("historical CPU: Feast file / loopml", _ratio(cpu["feast_file"], cpu["loopml"]), ">=", 10),
-        _target("historical CPU: loopml / DuckDB ASOF floor", _ratio(cpu["loopml"], cpu["floor"]), "<=", 1.5),
+        _target("historical CPU: Feast DuckDB / loopml", ratio(cpu["feast_duckdb"], cpu["loopml"]), ">=", 2),
+        _target("historical CPU: Feast file / loopml", ratio(cpu["feast_file"], cpu["loopml"]), ">=", 10),
+        _target("historical CPU: loopml / DuckDB ASOF floor", ratio(cpu["loopml"], cpu["floor"]), "<=", 1.5),
         _target(
             "historical peak RSS: loopml / Feast DuckDB",
-            _ratio(peak["loopml"], peak["feast_duckdb"]),
+            ratio(peak["loopml"], peak["feast_duckdb"]),
             "<=",
             1,
         ),
@@ -66,19 +64,19 @@ def targets(report: Report) -> list[Report]:
         ),
         _target(
             "materialize wall: Feast / loopml",
-            _ratio(mat["feast", "materialize"], mat["loopml", "materialize"]),
+            ratio(mat["feast", "materialize"], mat["loopml", "materialize"]),
             ">=",
             5,
         ),
         _target(
             "incremental materialize wall: Feast / loopml",
-            _ratio(mat["feast", "incremental"], mat["loopml", "incremental"]),
+            ratio(mat["feast", "incremental"], mat["loopml", "incremental"]),
             ">=",
             5,
         ),
         _target(
             "materialize CPU (first + incremental): Feast / loopml",
-            _ratio(_sum(report, "feast"), _sum(report, "loopml")),
+            ratio(_sum(report, "feast"), _sum(report, "loopml")),
             ">=",
             5,
         ),

@@ -41,7 +41,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -49,59 +48,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
 import _http
 import _report
+from _common import (
+    BENCH_DIR,
+    HOST,
+    BenchError,
+    Server,
+    ensure_venv,
+    free_port,
+    git,
+    median,
+    peer_venv,
+    pinned_env,
+    run_child,
+    venv_package_version,
+    write_json,
+)
 from _data import ensure_data, sizes
 from _spec import DAY_US, FEATURES, START_US
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-BENCH = ROOT / ".bench"
-FEAST_VENV = BENCH / "feast-venv"
+FEAST_VENV = peer_venv("feast")
 FEAST_PY = FEAST_VENV / "bin" / "python"
 FEAST_SPEC = "feast[duckdb]"
 LOOPML_PY = Path(sys.executable)
-ENV = {
-    **os.environ,
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "FEAST_USAGE": "False",
-}
+ENV = pinned_env(FEAST_USAGE="False")
 REFS = [f"stats:{f}" for f in FEATURES]
-
-
-class BenchError(RuntimeError):
-    """A failure that makes the figures meaningless."""
 
 
 def ensure_feast_venv() -> str:
     """Create ``.bench/feast-venv`` with the latest Feast unless it exists; return its version."""
-    if not FEAST_PY.exists():
-        uv = ROOT / ".tools" / "bin" / "uv"
-        print(f"creating {FEAST_VENV} with {FEAST_SPEC} (one time) ...", flush=True)
-        if uv.exists():
-            subprocess.run([str(uv), "venv", "-q", "-p", "python3", str(FEAST_VENV)], check=True, timeout=600)
-            install = [str(uv), "pip", "install", "-q", "-p", str(FEAST_PY), FEAST_SPEC]
-        else:
-            subprocess.run(["python3", "-m", "venv", str(FEAST_VENV)], check=True, timeout=600)
-            install = [str(FEAST_PY), "-m", "pip", "install", "-q", FEAST_SPEC]
-        subprocess.run(install, check=True, timeout=1800)
-    code = "from importlib.metadata import version; print(version('feast'))"
-    return subprocess.run(
-        [str(FEAST_PY), "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    ensure_venv(FEAST_VENV, [FEAST_SPEC])
+    found = venv_package_version(FEAST_VENV, "feast")
+    if found is None:
+        raise BenchError(f"{FEAST_VENV} has no feast: remove that folder and run again to recreate it")
+    return found
 
 
 def make_data(scale: float) -> Path:
     """The data folder for ``scale``, written by a process of its own (see the module docstring)."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        folder: Path = pool.apply(ensure_data, (BENCH / "features-data", scale))
+        folder: Path = pool.apply(ensure_data, (BENCH_DIR / "features-data", scale))
     return folder
 
 
-def run_child(label: str, argv: Sequence[str], logs: Path, home: Path | None = None) -> dict[str, object]:
+def contender(label: str, argv: Sequence[str], logs: Path, home: Path | None = None) -> dict[str, object]:
     """Run one contender; its JSON answer plus ``peak_rss_mb`` and the whole process's CPU.
 
     ``home`` is the ``LOOPML_HOME`` of a loopml child (its registry, online store and push log).
@@ -109,17 +104,13 @@ def run_child(label: str, argv: Sequence[str], logs: Path, home: Path | None = N
     log = logs / f"{label}.log"
     env = ENV if home is None else {**ENV, "LOOPML_HOME": str(home)}
     with log.open("wb") as err:
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err, env=env, cwd=HERE)
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode(errors="replace")
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+        done = run_child(argv, env=env, cwd=HERE, stderr=err)
+    if done.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise BenchError(f"{label} failed (exit {os.waitstatus_to_exitcode(status)}):\n{tail}")
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    result: dict[str, object] = json.loads(lines[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
-    result["process_cpu_s"] = usage.ru_utime + usage.ru_stime
+        raise BenchError(f"{label} failed (exit {done.returncode}):\n{tail}")
+    result: dict[str, object] = done.last_json()
+    result["peak_rss_mb"] = done.peak_rss_mb
+    result["process_cpu_s"] = done.cpu_s
     print(f"  {label}: {_report.brief(result)}", flush=True)
     return result
 
@@ -132,7 +123,7 @@ def median_of(runs: list[dict[str, object]]) -> dict[str, object]:
         if isinstance(last, dict):
             merged[key] = median_of(values)  # type: ignore[arg-type]
         elif isinstance(last, int | float) and not isinstance(last, bool):
-            merged[key] = statistics.median(values)  # type: ignore[type-var]
+            merged[key] = median(values)  # type: ignore[arg-type]
         else:
             merged[key] = last
     if len(runs) > 1:
@@ -161,7 +152,7 @@ def historical(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str
             contenders.append(("feast_duckdb", [*argv, str(work)]))
         for label, argv in contenders:
             home = _fresh(data / "work" / "loopml-hist") if label == "loopml" else None
-            runs.setdefault(label, []).append(run_child(f"hist-{label}", argv, out, home))
+            runs.setdefault(label, []).append(contender(f"hist-{label}", argv, out, home))
     return {label: median_of(found) for label, found in runs.items()}
 
 
@@ -169,7 +160,7 @@ def feast_file(data: Path, out: Path) -> dict[str, object]:
     print("historical retrieval, Feast file offline store (once)", flush=True)
     work = _fresh(data / "work" / "feast-hist-file")
     argv = [str(FEAST_PY), "_feast.py", "hist", "file", str(data), str(out / "feast_file.parquet"), str(work)]
-    return run_child("hist-feast_file", argv, out)
+    return contender("hist-feast_file", argv, out)
 
 
 def _fresh(folder: Path) -> Path:
@@ -185,7 +176,7 @@ def online(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str, ob
         print(f"materialization and in-process lookups, run {rep + 1}/{repeat}", flush=True)
         home = _fresh(data / "work" / "loopml-home")
         argv = [str(LOOPML_PY), "_loopml.py", "online", str(data), str(home), str(out / "online_loopml.json")]
-        runs.setdefault("loopml", []).append(run_child("online-loopml", argv, out, home))
+        runs.setdefault("loopml", []).append(contender("online-loopml", argv, out, home))
         if with_feast:
             repo = _fresh(data / "work" / "feast-repo")
             argv = [
@@ -196,7 +187,7 @@ def online(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str, ob
                 str(repo),
                 str(out / "online_feast.json"),
             ]
-            runs.setdefault("feast", []).append(run_child("online-feast", argv, out))
+            runs.setdefault("feast", []).append(contender("online-feast", argv, out))
     return {label: median_of(found) for label, found in runs.items()}
 
 
@@ -204,51 +195,32 @@ def online(data: Path, out: Path, repeat: int, with_feast: bool) -> dict[str, ob
 class HttpServer:
     """A feature server to start, where to ask it, and how to read its answer."""
 
-    label: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    base: str
+    server: Server
     path: str
     body: Callable[[list[int]], object]
     count: Callable[[Any], int]  # how many entities an answer holds values for
 
 
-def _servers(data: Path, with_feast: bool) -> list[HttpServer]:
-    home, port = data / "work" / "loopml-home", _http.free_port()
+def _servers(data: Path, out: Path, with_feast: bool) -> list[HttpServer]:
+    home, port = data / "work" / "loopml-home", free_port()
     now = START_US + 31 * DAY_US  # the same "now" as the in-process lookups
+    argv = [str(LOOPML_PY.parent / "loopml"), "server", "--host", HOST, "--port", str(port)]
+    loopml = Server("loopml", argv, {**ENV, "LOOPML_HOME": str(home)}, out / "http-loopml.log", port, home)
     servers = [
         HttpServer(
-            "loopml",
-            [str(LOOPML_PY.parent / "loopml"), "server", "--host", _http.HOST, "--port", str(port)],
-            {**ENV, "LOOPML_HOME": str(home)},
-            home,
-            f"http://{_http.HOST}:{port}",
+            loopml,
             "/api/v1/features/online",
             lambda batch: {"entities": {"entity_id": batch}, "features": REFS, "now": now},
             lambda doc: len(doc["values"]["f0"]),
         )
     ]
     if with_feast:
-        repo, port = data / "work" / "feast-repo", _http.free_port()
-        argv = [
-            str(FEAST_VENV / "bin" / "feast"),
-            "-c",
-            str(repo),
-            "serve",
-            "-h",
-            _http.HOST,
-            "-p",
-            str(port),
-        ]
+        repo, port = data / "work" / "feast-repo", free_port()
+        argv = [str(FEAST_VENV / "bin" / "feast"), "-c", str(repo), "serve", "-h", HOST, "-p", str(port)]
         argv += ["--no-access-log", "--max-requests", "0", "--max-requests-jitter", "0"]
         servers.append(
             HttpServer(
-                "feast",
-                argv,
-                ENV,
-                repo,
-                f"http://{_http.HOST}:{port}",
+                Server("feast", argv, ENV, out / "http-feast.log", port, repo),
                 "/get-online-features",
                 lambda batch: {"entities": {"entity_id": batch}, "features": REFS},
                 lambda doc: len(doc["results"][-1]["values"]),
@@ -261,16 +233,16 @@ def http(data: Path, out: Path, with_feast: bool) -> dict[str, object]:
     """Online lookups over HTTP against ``loopml server`` and ``feast serve`` on the stores just built."""
     ids = sizes_of(data)["ids"]
     found: dict[str, object] = {}
-    for server in _servers(data, with_feast):
-        print(f"online lookups over HTTP: {server.label}", flush=True)
-        log = out / f"http-{server.label}.log"
+    for spec in _servers(data, out, with_feast):
+        label = spec.server.label
+        print(f"online lookups over HTTP: {label}", flush=True)
         try:
-            with _http.running(server.argv, server.env, server.cwd, log, server.base + "/health") as pid:
-                url = server.base + server.path
-                found[server.label] = _http.lookups(url, ids, server.body, server.count, pid)
+            with _http.running(spec.server, "/health") as pid:
+                url = spec.server.base_url + spec.path
+                found[label] = _http.lookups(url, ids, spec.body, spec.count, pid)
         except _http.Skipped as exc:
-            found[server.label] = {"skipped": str(exc)}
-            print(f"  {server.label} over HTTP skipped: {exc}", flush=True)
+            found[label] = {"skipped": str(exc)}
+            print(f"  {label} over HTTP skipped: {exc}", flush=True)
     return found
 
 
@@ -291,11 +263,6 @@ def compare(data: Path, out: Path) -> dict[str, object]:
 
 def provenance() -> dict[str, object]:
     """The commit measured and the feature-store files that differed from it (the venv runs the tree)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
     return {
         "git_head": git("rev-parse", "--short", "HEAD"),
         "dirty_features_files": git("status", "--short", "src/loopml/features").splitlines(),
@@ -336,7 +303,7 @@ def main() -> None:
     report["targets"] = _report.targets(report)
     _report.show(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -38,25 +38,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import ROOT, BenchError, ensure_venv, peer_venv, pinned_env, write_json
+
 HERE = Path(__file__).resolve().parent
-BENCH = ROOT / ".bench"
-MF_VENV = BENCH / "metaflow-venv"
+MF_VENV = peer_venv("metaflow")
 MF_PY = MF_VENV / "bin" / "python"
 PY = sys.executable
 TARGETS = {"uncached_step_ms": 20.0, "cached_step_ms": 5.0, "demo_s": 180.0}
 PARTS = ("steps", "metaflow", "fanout", "ray", "batch", "demo")
 
 
-class BenchError(RuntimeError):
-    """A failure that makes the figures meaningless."""
-
-
 def child(
     args: list[str], *, python: str = PY, timeout: float = 3600, home: Path | None = None
 ) -> dict[str, Any]:
     """Run a bench child; return the JSON it printed after ``RESULT``."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = pinned_env()
     env.pop("LOOPML_TRACKING_URI", None)
     env["LOOPML_HOME"] = str(home or Path(tempfile.mkdtemp(prefix="loopml-bench-")) / "home")
     done = subprocess.run([python, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -65,21 +63,6 @@ def child(
         raise BenchError(f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     return result
-
-
-def ensure_metaflow() -> None:
-    """Create ``.bench/metaflow-venv`` with the latest Metaflow unless it exists."""
-    if MF_PY.exists():
-        return
-    uv = ROOT / ".tools" / "bin" / "uv"
-    print(f"creating {MF_VENV} with metaflow (one time) ...", flush=True)
-    if uv.exists():
-        subprocess.run([str(uv), "venv", "-q", "-p", "python3", str(MF_VENV)], check=True, timeout=600)
-        install = [str(uv), "pip", "install", "-q", "-p", str(MF_PY), "metaflow"]
-    else:
-        subprocess.run(["python3", "-m", "venv", str(MF_VENV)], check=True, timeout=600)
-        install = [str(MF_PY), "-m", "pip", "install", "-q", "metaflow"]
-    subprocess.run(install, check=True, timeout=1800)
 
 
 def run_demo(timeout: float) -> dict[str, Any]:
@@ -111,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["steps"] = child([str(HERE / "_loopml.py"), "steps", "--steps", str(args.steps),
                               "--repeats", str(args.repeats)])  # fmt: skip
     if "metaflow" not in skip:
-        ensure_metaflow()
+        ensure_venv(MF_VENV, ["metaflow"])  # the latest Metaflow, once
         print(f"metaflow: flows of 2 and {args.mf_steps} steps ...", flush=True)
         out["metaflow"] = child(
             [
@@ -240,7 +223,7 @@ def main() -> None:
     lines = report(results)
     print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     if "FAIL" in results["checks"].values():
         sys.exit(1)
 

@@ -37,7 +37,6 @@ import pickle
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,8 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH_DIR = ROOT / ".bench"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import BENCH_DIR, ROOT, median, peer_venv, pinned_env, write_json
+
 LOOPML_PY = ROOT / ".venv" / "bin" / "python"
 N_ROWS, N_PREDICT, SEED = 5_000, 100, 11
 NUMERIC = [f"x{i}" for i in range(8)]
@@ -84,9 +85,9 @@ class Side:
 
     def summary(self) -> dict[str, float]:
         return {
-            "first_prediction_s": statistics.median(self.first_prediction_s),
-            "process_wall_s": statistics.median(self.process_wall_s),
-            "cpu_s": statistics.median(self.cpu_s),
+            "first_prediction_s": median(self.first_prediction_s),
+            "process_wall_s": median(self.process_wall_s),
+            "cpu_s": median(self.cpu_s),
         }
 
 
@@ -117,11 +118,7 @@ def base_env() -> dict[str, str]:
     # (pip compiles on install), and without it each child would recompile every module.
     skip = ("LOOPML_", "MLFLOW_", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-    env.update(
-        OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-        MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
-    )  # fmt: skip
-    return env
+    return pinned_env(env, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
 
 
 def log_with_loopml(pipe: Any, sample: Any, home: Path) -> str:
@@ -172,7 +169,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="3 processes per side")
     p.add_argument("--warm-cache", action="store_true", help="also time loopml loads from its cache")
     p.add_argument("--json", type=Path, help="write the figures to this file")
-    p.add_argument("--mlflow-venv", type=Path, default=BENCH_DIR / "mlflow-venv")
+    p.add_argument("--mlflow-venv", type=Path, default=peer_venv("mlflow"))
     args = p.parse_args()
     runs = 3 if args.quick else args.runs
     mlflow_py = args.mlflow_venv / "bin" / "python"
@@ -187,7 +184,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     report(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 def measure(work: Path, mlflow_py: Path, runs: int, warm_cache: bool) -> dict[str, Any]:

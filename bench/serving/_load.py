@@ -9,15 +9,13 @@ from a Lua ``done`` hook as one JSON line: requests, errors, duration and latenc
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from _procs import BenchError, machine_busy_seconds, pinned, tree_cpu_seconds
+from _common import BenchError, machine_busy_seconds, median, pinned, self_cpu_seconds, tree_cpu_seconds
 
 LUA = """
 wrk.method = "POST"
@@ -66,7 +64,7 @@ class Result:
     windows: list[Window] = field(default_factory=list)
 
     def _median(self, attr: str) -> float:
-        return statistics.median(getattr(w, attr) for w in self.windows)
+        return median(getattr(w, attr) for w in self.windows)
 
     @property
     def cpu_ms(self) -> float:
@@ -142,11 +140,11 @@ class Wrk:
     ) -> Result:
         self.run(url, script, result.connections, warmup_s)
         for _ in range(reps):
-            busy0, child0 = machine_busy_seconds(), _children_cpu()
+            busy0, child0 = machine_busy_seconds(), self_cpu_seconds()
             cpu0, t0 = tree_cpu_seconds(pid), time.perf_counter()
             out = self.run(url, script, result.connections, window_s)
             cpu1, wall = tree_cpu_seconds(pid), time.perf_counter() - t0
-            busy1, child1 = machine_busy_seconds(), _children_cpu()
+            busy1, child1 = machine_busy_seconds(), self_cpu_seconds()
             server = cpu1 - cpu0
             other = max(0.0, (busy1 - busy0) - server - (child1 - child0)) / wall
             result.windows.append(
@@ -160,9 +158,3 @@ class Wrk:
                 )
             )
         return result
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's reaped children (the wrk runs) plus this process."""
-    t = os.times()
-    return t.children_user + t.children_system + t.user + t.system

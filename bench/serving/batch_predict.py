@@ -30,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import pinned_env, run_child
+
 PY = sys.executable
 FEATURES = [f"f{i}" for i in range(20)]
 
@@ -80,12 +83,11 @@ writer.close()
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB of the largest process) of one fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = run_child(cmd, env=env, capture=False)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, done.peak_rss_mb
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -102,8 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="loopml-batch-bench-") as tmp:
         work = Path(tmp)
-        pins = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        env = {**os.environ, "LOOPML_HOME": str(work / "home"), **pins}
+        env = pinned_env(LOOPML_HOME=str(work / "home"))
         env.pop("LOOPML_TRACKING_URI", None)
         src = work / "in.parquet"
         done = subprocess.run(

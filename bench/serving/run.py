@@ -36,7 +36,8 @@ Targets: loopml CPU per 1-row LogisticRegression request <= 1.3x the floor; batc
 unbatched throughput at 64 connections with p99 <= max_latency_ms + 5 ms. Note that with 64
 closed-loop clients p99 cannot be below 64 / throughput (Little's law), which is printed too.
 
-Usage: ``.venv/bin/python bench/serving/run.py [--quick] [--json PATH] [--no-mlflow]``.
+Usage: ``.venv/bin/python bench/serving/run.py [--quick] [--json PATH] [--no-mlflow]
+[--mlflow-venv DIR]`` (the peer's venv, default ``.bench/mlflow-venv``).
 """
 
 from __future__ import annotations
@@ -50,21 +51,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import (
+    BENCH_DIR,
+    HOST,
+    PINS,
+    ROOT,
+    BenchError,
+    Server,
+    free_port,
+    peer_venv,
+    pinned,
+    require_venv,
+    tree_size,
+    write_json,
+)
 from _load import Result, Wrk
-from _procs import HOST, BenchError, Server, free_port, pinned, tree_size
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 BIN = ROOT / ".venv" / "bin"
-MLFLOW_VENV = ROOT / ".bench" / "mlflow-venv"
-PINS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MODELS = ("logreg", "forest")
 ROWS = (1, 100)
 CONNECTIONS = 16
@@ -85,9 +99,18 @@ class Plan:
     warmup_s: int
 
 
+class ModelServer(Server):
+    """A model server; requests go to its MLflow-style scoring route."""
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/invocations"
+
+
 @dataclass
 class Setup:
     work: Path
+    mlflow_venv: Path
     env: dict[str, str]
     loopml_uris: dict[str, str]
     mlflow_uris: dict[str, str] | None
@@ -96,24 +119,20 @@ class Setup:
     server_cpu: int | None
 
 
-def _setup(work: Path, with_mlflow: bool, server_cpu: int | None) -> Setup:
+def _setup(work: Path, mlflow_venv: Path | None, server_cpu: int | None) -> Setup:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "MLFLOW_"))}
     env |= PINS | {"LOOPML_HOME": str(work / "home"), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
     models = str(HERE / "_setup_models.py")
     _check([_started([str(BIN / "python"), models, "fit", str(work)], env, work)])
     loggers = [_started([str(BIN / "python"), models, "log", str(work)], env, work)]
-    if with_mlflow:  # both loggers at once: each spends seconds importing its stack
-        python = MLFLOW_VENV / "bin" / "python"
-        if not python.exists():
-            raise BenchError(
-                f"no MLflow venv at {MLFLOW_VENV}: make bench (bench/tracking/run.py) creates it"
-            )
+    if mlflow_venv is not None:  # both loggers at once: each spends seconds importing its stack
+        python = require_venv(mlflow_venv, "make bench (bench/tracking/run.py) creates it")
         loggers.append(_started([str(python), str(HERE / "_setup_mlflow.py"), str(work)], env, work))
     uris = [json.loads(out.splitlines()[-1]) for out in _check(loggers)]
     bodies = {rows: (work / f"body-{rows}.json").read_bytes() for rows in ROWS}
     expected = json.loads((work / "expected.json").read_text())
-    mlflow_uris = uris[1] if with_mlflow else None
-    return Setup(work, env, uris[0], mlflow_uris, bodies, expected, server_cpu)
+    mlflow_uris = uris[1] if mlflow_venv is not None else None
+    return Setup(work, mlflow_venv or Path(), env, uris[0], mlflow_uris, bodies, expected, server_cpu)
 
 
 def _started(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -129,7 +148,7 @@ def _check(procs: list[subprocess.Popen[str]]) -> list[str]:
     return [out.strip() for out, _ in outs]
 
 
-def _server(s: Setup, kind: str, model: str, batch: tuple[int, float]) -> Server:
+def _server(s: Setup, kind: str, model: str, batch: tuple[int, float]) -> ModelServer:
     port = free_port()
     env, cwd = dict(s.env), s.work
     if kind == FLOOR:
@@ -153,26 +172,38 @@ def _server(s: Setup, kind: str, model: str, batch: tuple[int, float]) -> Server
     else:
         assert s.mlflow_uris is not None
         # mlflow execs `uvicorn` by name: the one of its own venv must come first on PATH.
-        env["PATH"] = f"{MLFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        argv = [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", s.mlflow_uris[model]]
+        env["PATH"] = f"{s.mlflow_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        argv = [str(s.mlflow_venv / "bin" / "mlflow"), "models", "serve", "-m", s.mlflow_uris[model]]
         argv += ["--env-manager", "local", "--host", HOST, "--port", str(port)]
     label = f"{kind} [{model}]"
     log = s.work / "logs" / f"{kind.replace(' ', '_')}-{model}.log"
-    return Server(label, pinned(argv, s.server_cpu), env, log, port, cwd)
+    return ModelServer(label, pinned(argv, s.server_cpu), env, log, port, cwd)
 
 
 @contextmanager
-def _running(server: Server, s: Setup, model: str) -> Iterator[Server]:
-    try:
-        server.start(s.bodies[1])
+def _running(server: ModelServer, s: Setup, model: str) -> Iterator[ModelServer]:
+    with server:
+        server.wait_ready(_scores(server, s.bodies[1]), poll_s=0.2, client_timeout_s=10.0)
         _verify(server, s, model)
-        server.wait_quiet()
+        server.wait_quiet(interval_s=0.25, timeout_s=30.0)
         yield server
-    finally:
-        server.stop()
 
 
-def _verify(server: Server, s: Setup, model: str) -> None:
+def _scores(server: ModelServer, body: bytes) -> Callable[[httpx.Client], httpx.Response | None]:
+    """Readiness probe: the answer to ``body`` once it is a 200; a 4xx will not get better."""
+
+    def probe(client: httpx.Client) -> httpx.Response | None:
+        res = client.post(server.url, content=body, headers={"content-type": "application/json"})
+        if res.status_code == 200:
+            return res
+        if res.status_code < 500:
+            raise BenchError(f"{server.label} answered {res.status_code}: {res.text[:500]}")
+        return None
+
+    return probe
+
+
+def _verify(server: ModelServer, s: Setup, model: str) -> None:
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         for rows, body in s.bodies.items():
             res = client.post(server.url, content=body, headers={"content-type": "application/json"})
@@ -284,6 +315,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 windows of 1 s (whole run ~2.5 min)")
     parser.add_argument("--json", type=Path, help="write all figures and windows here")
     parser.add_argument("--no-mlflow", action="store_true", help="skip mlflow models serve")
+    parser.add_argument("--mlflow-venv", type=Path, default=peer_venv("mlflow"), help="default: %(default)s")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-latency-ms", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
@@ -294,8 +326,8 @@ def main() -> None:
     server_cpu, load_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 and shutil.which("taskset") else (None, None)
     signal.signal(signal.SIGTERM, _interrupt)  # so the servers are stopped by the finally blocks
 
-    (ROOT / ".bench").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="serving-", dir=ROOT / ".bench"))
+    BENCH_DIR.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serving-", dir=BENCH_DIR))
     log: list[str] = []
     load0 = os.getloadavg()
     try:
@@ -305,7 +337,7 @@ def main() -> None:
             flush=True,
         )
         t0 = time.monotonic()
-        setup = _setup(work, not args.no_mlflow, server_cpu)
+        setup = _setup(work, None if args.no_mlflow else args.mlflow_venv, server_cpu)
         print(f"models fitted and logged in {time.monotonic() - t0:.1f}s", flush=True)
         results = run(setup, Wrk(work, load_cpu), plan, batch, log)
         load1 = os.getloadavg()
@@ -322,7 +354,7 @@ def main() -> None:
                 "results": [r.to_json() for r in results],
                 "targets": targets,
             }
-            args.json.write_text(json.dumps(doc, indent=2) + "\n")
+            write_json(args.json, doc)
     except BenchError as e:
         sys.exit(f"benchmark failed: {e}")
     finally:

@@ -8,13 +8,12 @@ operation stream is indexed globally, so the i-th operation is the same request 
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from _util import CLK_TCK
+from _common import machine_busy_seconds, median
 from _workload import SqliteFloor
 
 Step = Callable[[int], float]  # runs operation i, returns the request's wall seconds
@@ -58,16 +57,16 @@ class OpResult:
 
     @property
     def cpu_ms_per_op(self) -> float:
-        return statistics.median(w.cpu_ms_per_op for w in self.windows)
+        return median(w.cpu_ms_per_op for w in self.windows)
 
     @property
     def ops_per_s(self) -> float:
-        return statistics.median(w.ops_per_s for w in self.windows)
+        return median(w.ops_per_s for w in self.windows)
 
     @property
     def other_load(self) -> float:
         """Median CPU cores busy with other work on the machine during the windows."""
-        return statistics.median(w.other_cpu_s / w.wall_s for w in self.windows)
+        return median(w.other_cpu_s / w.wall_s for w in self.windows)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -78,14 +77,6 @@ class OpResult:
                 asdict(w) | {"cpu_ms_per_op": w.cpu_ms_per_op, "ops_per_s": w.ops_per_s} for w in self.windows
             ],
         }
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle (from the first line of /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def run_window(step: Step, cpu: Callable[[], float], spec: WindowSpec, start: int) -> Window:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _util import API_PREFIX, BenchError
+from _common import BenchError
 
+API_PREFIX = "/api/2.0/mlflow/"
 SEED = 20240607
 BASE_TS = 1_700_000_000_000  # ms; all timestamps are offsets from this
 BATCH_SIZE = 1000  # metrics per log-batch (MLflow's per-request maximum)

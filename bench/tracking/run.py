@@ -53,20 +53,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from _measure import OpResult, Step, WindowSpec, measure_floor, run_operation
-from _util import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
+
+from _common import (
+    BENCH_DIR,
     HOST,
+    ROOT,
     BenchError,
     Server,
-    dump_json,
-    ensure_mlflow_venv,
+    answers_200,
+    ensure_venv,
     free_port,
     machine_info,
+    pin_threads,
     tree_cpu_seconds,
     tree_size,
-    wait_quiet,
+    venv_package_version,
+    write_json,
 )
+from _measure import OpResult, Step, WindowSpec, measure_floor, run_operation
 from _workload import (
+    API_PREFIX,
     SEARCH_THRESHOLDS,
     Api,
     SearchRun,
@@ -81,11 +88,8 @@ from _workload import (
 )
 
 # Pinned for this process (before any numeric library could load) and inherited by the servers.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+pin_threads(force=True)
 
-REPO = Path(__file__).resolve().parents[2]
-BENCH_DIR = REPO / ".bench"
 MLFLOW_VERSION = "3.17.2"
 DEFAULT_LOOPML_CMD = "{repo}/.venv/bin/loopml server --host {host} --port {port} --workers 1"
 READY_TIMEOUT_S = 180.0
@@ -302,8 +306,10 @@ def bench_server(server: Server, cfg: Config, dataset: Sequence[SearchRun]) -> S
     print(f"\n== {server.label}: {shlex.join(server.argv)}", flush=True)
     server.start()
     try:
-        res.startup_s = server.wait_ready(READY_TIMEOUT_S)
-        res.settle_s = wait_quiet(server.pid)
+        ready = server.base_url + API_PREFIX + "experiments/search"
+        server.wait_ready(answers_200("POST", ready, json={"max_results": 1}), READY_TIMEOUT_S)
+        res.startup_s = server.startup_s
+        res.settle_s = server.wait_quiet()
         res.processes = tree_size(server.pid)
         print(
             f"  [{server.label}] ready in {res.startup_s:.1f}s, quiet {res.settle_s:.1f}s later; "
@@ -346,7 +352,7 @@ def make_server(label: str, args: argparse.Namespace, mlflow_cli: Path | None, r
         argv = mlflow_argv(mlflow_cli, data, port)
     else:
         env["LOOPML_HOME"] = str(data / "loopml")
-        fields = {"repo": str(REPO), "host": HOST, "port": port, "home": env["LOOPML_HOME"]}
+        fields = {"repo": str(ROOT), "host": HOST, "port": port, "home": env["LOOPML_HOME"]}
         argv = shlex.split(args.loopml_cmd.format(**fields))
     return Server(label, argv, env, data / "server.log", port)
 
@@ -490,9 +496,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = [args.only] if args.only else list(SERVERS)
     need_mlflow = "mlflow" in labels or args.loopml_as_mlflow
     BENCH_DIR.mkdir(exist_ok=True)
-    mlflow_cli = ensure_mlflow_venv(args.mlflow_venv, MLFLOW_VERSION) if need_mlflow else None
+    mlflow_cli = None
+    if need_mlflow:
+        pin = ("mlflow", MLFLOW_VERSION)
+        mlflow_cli = ensure_venv(args.mlflow_venv, [f"mlflow=={MLFLOW_VERSION}"], pin).with_name("mlflow")
 
-    info = machine_info(REPO, args.mlflow_venv if need_mlflow else None)
+    mlflow_version = venv_package_version(args.mlflow_venv, "mlflow") if need_mlflow else None
+    info = machine_info(mlflow=mlflow_version or "n/a")
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     print(f"command: {command}\nmachine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     print(f"config: quick={cfg.quick} reps={cfg.reps} search_runs={cfg.search_runs}", flush=True)
@@ -520,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(rows, frow, args.loopml_as_mlflow and "loopml" in labels)
     print_server_notes(results)
     if args.json:
-        dump_json(args.json, {
+        write_json(args.json, {
             "command": command, "machine": info, "quick": cfg.quick, "reps": cfg.reps,
             "search_runs": cfg.search_runs, "loopml_substituted_by_mlflow": args.loopml_as_mlflow,
             "targets": [asdict(r) for r in rows], "floor": asdict(frow) | floor.to_json(),

@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -35,16 +33,28 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench" / "tracking"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for _common
 
-from _util import Server, free_port, machine_info, tree_cpu_seconds  # noqa: E402
+from _common import (
+    HOST,
+    ROOT,
+    Server,
+    answers_200,
+    free_port,
+    machine_info,
+    median,
+    percentile,
+    pinned_env,
+    tree_cpu_seconds,
+    write_json,
+)
 
 PAGE = 100
 TARGET_MS = 300.0
 T0 = 1_700_000_000_000
 SCENARIOS = ("default", "sort_metric", "filter", "deep_page")
 FILTER = "metrics.acc > 0.9 AND params.model = 'rf'"
+READY_PATH = "/api/2.0/mlflow/experiments/search"  # both servers answer MLflow's REST API
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ def _tags(r: Row) -> list[tuple[str, str]]:
 def seed_loopml(home: Path, rows: list[Row]) -> str:
     """The experiment id; runs go straight into loopml's tables (the schema the service made)."""
     env = {"LOOPML_HOME": str(home)}
-    sys.path.insert(0, str(REPO / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
     from loopml.config import Settings
     from loopml.tracking.local import LocalTrackingService
 
@@ -220,9 +230,7 @@ def measure(server: Server, label: str, exp: str, scenario: str, n: int) -> Resu
             client.request(method, path, json=body).raise_for_status()
             times.append((time.perf_counter() - t) * 1000)
         cpu = (tree_cpu_seconds(server.pid) - cpu0) * 1000 / n
-    times.sort()
-    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    return Result(label, scenario, statistics.median(times), p95, cpu, rows)
+    return Result(label, scenario, median(times), percentile(times, 0.95), cpu, rows)
 
 
 def run_server(
@@ -230,13 +238,10 @@ def run_server(
 ) -> list[Result]:
     port = free_port()
     argv = [a.replace("{port}", str(port)) for a in argv]
-    server = Server(label, argv, env, root / f"{label}.log", port)
-    server.start()
-    try:
-        server.wait_ready(120)
+    with Server(label, argv, env, root / f"{label}.log", port) as server:
+        ready = answers_200("POST", server.base_url + READY_PATH, json={"max_results": 1})
+        server.wait_ready(ready, timeout_s=120)
         return [measure(server, label, exp, s, n) for s in SCENARIOS]
-    finally:
-        server.stop()
 
 
 def main() -> int:
@@ -249,8 +254,7 @@ def main() -> int:
     if args.quick:
         args.runs, args.requests = 5_000, 10
     rows = make_rows(args.runs)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true")
-    env["DO_NOT_TRACK"] = "true"
+    env = pinned_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
@@ -261,14 +265,14 @@ def main() -> int:
         ml_exp = seed_mlflow(root / "mlflow", rows)
         print(f"seeded {args.runs} runs into both stores in {time.perf_counter() - t:.1f}s", flush=True)
         loop_env = {**env, "LOOPML_HOME": str(home), "LOOPML_MONITOR_SCHEDULER": "0"}
-        loop_argv = [sys.executable, "-m", "loopml.cli", "server", "--host", "127.0.0.1", "--port", "{port}"]
+        loop_argv = [sys.executable, "-m", "loopml.cli", "server", "--host", HOST, "--port", "{port}"]
         loop_argv += ["--workers", "1"]
         results = run_server("loopml", loop_argv, loop_env, root, loop_exp, args.requests)
         mlflow_cli = str(Path(sys.executable).parent / "mlflow")
         ml_argv = [
             mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
             "--default-artifact-root", str(root / "mlflow" / "art"),
-            "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
+            "--host", HOST, "--port", "{port}", "--workers", "1",
         ]  # fmt: skip
         # The job runner (GenAI jobs) is not part of serving search; off, it burns no CPU in the tree.
         ml_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -301,9 +305,9 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             "requests": args.requests,
             "results": [asdict(r) for r in results],
             "summary": summary,
-            "machine": {**machine_info(REPO, None), "mlflow": metadata.version("mlflow")},
+            "machine": machine_info(mlflow=metadata.version("mlflow")),
         }
-        args.json.write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":
