@@ -282,6 +282,10 @@ def log_table(data: Any, artifact_file: str) -> None:
     except NotFound:
         existing = None
     _put_bytes(svc, run_id, artifact_file, media.table_json(data, existing))
+    # mlflow.load_table finds runs by this tag (a JSON list of {"path", "type": "table"}).
+    logged = media.logged_tables(svc.get_run(run_id).tags.get(media.LOGGED_ARTIFACTS_TAG), artifact_file)
+    if logged is not None:
+        svc.set_tag(run_id, media.LOGGED_ARTIFACTS_TAG, logged)
 
 
 def log_input(dataset: DatasetInput, context: str | None = None) -> None:

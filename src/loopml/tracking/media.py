@@ -12,6 +12,7 @@ b'\\x89PNG\\r\\n\\x1a\\n'
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
 MATPLOTLIB_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 PLOTLY_FORMATS = ("html", "json")
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 
 
 def suffix_of(artifact_file: str, allowed: tuple[str, ...], what: str) -> str:
@@ -165,3 +167,19 @@ def table_json(data: Any, existing: bytes | None = None) -> bytes:
         frame = pd.concat([pd.DataFrame(old["data"], columns=old["columns"]), frame], ignore_index=True)
     text = frame.to_json(orient="split", index=False, date_format="iso")
     return str(text).encode()
+
+
+def logged_tables(tag_value: str | None, artifact_file: str) -> str | None:
+    """The ``mlflow.loggedArtifacts`` tag value with ``artifact_file`` added as a table, or None
+    when it is already listed. Written with ``json.dumps``' separators, as MLflow does: its
+    ``load_table`` finds runs with a LIKE pattern on that exact spacing."""
+    try:
+        entries = json.loads(tag_value) if tag_value else []
+    except ValueError:
+        entries = []
+    if not isinstance(entries, list):
+        entries = []
+    entry = {"path": artifact_file, "type": "table"}
+    if entry in entries:
+        return None
+    return json.dumps([*entries, entry])
