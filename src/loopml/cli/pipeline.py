@@ -299,9 +299,10 @@ def scheduler(
 ) -> None:
     """Run the pipeline scheduler (cron, new dataset versions, monitoring alerts) in the foreground."""
     from loopml.monitoring.local import LocalMonitorService
-    from loopml.pipelines.triggers import PipelineScheduler
+    from loopml.pipelines.triggers import PipelineScheduler, check_local
 
     settings, _ = _store()
+    check_local(settings)
     sched = PipelineScheduler(settings, tick_s=tick, monitor=LocalMonitorService.from_settings(settings))
     if once:
         for rec in sched.tick():

@@ -52,6 +52,17 @@ def _check_cron(schedule: str) -> None:
         )
 
 
+def check_local(settings: Settings) -> None:
+    """The scheduler claims triggers in the store it runs beside: refuse a remote one."""
+    if settings.is_remote:
+        raise InvalidInput(
+            f"the pipeline scheduler runs beside the store: it runs inside `loopml server` at "
+            f"{settings.tracking_uri} (or as `loopml scheduler` on that machine); unset "
+            "LOOPML_TRACKING_URI to schedule pipelines of a local store",
+            details={"field": "tracking_uri"},
+        )
+
+
 def _latest_version(settings: Settings, store: PipelineStore, dataset: str) -> int:
     return store.latest_dataset_version(dataset)
 
@@ -149,6 +160,7 @@ class PipelineScheduler:
         monitor: LocalMonitorService | None = None,
         max_parallel: int = 2,
     ) -> None:
+        check_local(settings)
         self.settings = settings
         self.store, _ = context(settings)
         self.tick_s = tick_s
