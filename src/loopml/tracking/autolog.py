@@ -139,6 +139,9 @@ def _patch_all() -> None:
             patched = _patched_attribute(raw)
             if patched is not None:
                 plan.append((cls, name, patched))
+    import joblib  # type: ignore[import-untyped]
+
+    plan.append((joblib.Parallel, "__call__", _parallel_call(joblib.Parallel.__call__)))
     for cls, name, patched in plan:
         _originals[(cls, name)] = cls.__dict__.get(name, _MISSING)
         setattr(cls, name, patched)
@@ -181,6 +184,38 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
 
     patched.__loopml_autolog__ = True  # type: ignore[attr-defined]
     return patched
+
+
+def _parallel_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    """joblib's ``Parallel.__call__``, carrying the fit depth into thread workers.
+
+    A search or ensemble with ``n_jobs`` on a thread backend fits its candidates in pool
+    threads, which start with a fresh context: without this every inner fit would be a run.
+    Process workers (loky) import an unpatched scikit-learn, so they need nothing.
+    """
+
+    @functools.wraps(original)
+    def call(self: Any, iterable: Any) -> Any:
+        depth = _depth.get()
+        if depth == 0 or not getattr(getattr(self, "_backend", None), "uses_threads", False):
+            return original(self, iterable)
+        return original(self, ((_AtDepth(fn, depth), args, kwargs) for fn, args, kwargs in iterable))
+
+    return call
+
+
+class _AtDepth:
+    """A joblib task run at the fit depth of the thread that dispatched it."""
+
+    def __init__(self, fn: Callable[..., Any], depth: int) -> None:
+        self.fn, self.depth = fn, depth
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = _depth.set(self.depth)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _depth.reset(token)
 
 
 def _logged_fit(
@@ -347,14 +382,33 @@ def training_metrics(est: Any, X: Any, y: Any, sample_weight: Any = None) -> dic
     from sklearn.base import is_classifier, is_regressor
 
     out: dict[str, float] = {}
-    if y is not None and is_classifier(est):
-        out.update(_classifier_metrics(est, X, y, sample_weight))
-    elif y is not None and is_regressor(est):
-        out.update(_regressor_metrics(est, X, y, sample_weight))
+    if y is not None and hasattr(est, "predict"):  # a search without refit has no predict
+        if is_classifier(est):
+            out.update(_classifier_metrics(est, X, y, sample_weight))
+        elif is_regressor(est):
+            out.update(_regressor_metrics(est, X, y, sample_weight))
     score = _score(est, X, y, sample_weight)
     if score is not None:
         out["training_score"] = score
     return out
+
+
+def _computed(metrics: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """The metrics that are defined on this data, as floats."""
+    values = {name: _quiet(fn) for name, fn in metrics.items()}
+    return {name: float(v) for name, v in values.items() if v is not None}
+
+
+def _average(y: Any, classes: list[Any]) -> str:
+    """``binary`` for two classes with 1 the positive one (sklearn's default ``pos_label``),
+    else ``weighted`` (multiclass, or labels such as strings)."""
+    if np.ndim(y) != 1 or len(classes) != 2:
+        return "weighted"
+    return (
+        "binary"
+        if any(isinstance(c, int | np.integer | float | np.floating) and c == 1 for c in classes)
+        else "weighted"
+    )
 
 
 def _classifier_metrics(est: Any, X: Any, y: Any, w: Any) -> dict[str, float]:
@@ -362,23 +416,27 @@ def _classifier_metrics(est: Any, X: Any, y: Any, w: Any) -> dict[str, float]:
 
     pred = est.predict(X)
     classes = list(getattr(est, "classes_", np.unique(np.asarray(y))))
-    binary = len(classes) == 2 and 1 in classes
-    average = "binary" if binary else "weighted"
-    out = {"training_accuracy_score": float(m.accuracy_score(y, pred, sample_weight=w))}
-    for name, fn in (("precision", m.precision_score), ("recall", m.recall_score), ("f1", m.f1_score)):
-        out[f"training_{name}_score"] = float(fn(y, pred, average=average, sample_weight=w, zero_division=0))
-    if hasattr(est, "predict_proba"):
-        proba = _quiet(lambda: est.predict_proba(X))
-        if proba is not None:
-            loss = _quiet(lambda: m.log_loss(y, proba, sample_weight=w, labels=classes))
-            auc = _quiet(lambda: _roc_auc(y, proba, w, classes))
-            out.update(
-                {
-                    k: float(v)
-                    for k, v in (("training_log_loss", loss), ("training_roc_auc", auc))
-                    if v is not None
-                }
-            )
+    avg = _average(y, classes)
+    out = _computed(
+        {
+            "training_accuracy_score": lambda: m.accuracy_score(y, pred, sample_weight=w),
+            "training_precision_score": lambda: m.precision_score(
+                y, pred, average=avg, sample_weight=w, zero_division=0
+            ),
+            "training_recall_score": lambda: m.recall_score(
+                y, pred, average=avg, sample_weight=w, zero_division=0
+            ),
+            "training_f1_score": lambda: m.f1_score(y, pred, average=avg, sample_weight=w, zero_division=0),
+        }
+    )
+    proba = _quiet(lambda: est.predict_proba(X)) if hasattr(est, "predict_proba") else None
+    if proba is not None:
+        out |= _computed(
+            {
+                "training_log_loss": lambda: m.log_loss(y, proba, sample_weight=w, labels=classes),
+                "training_roc_auc": lambda: _roc_auc(y, proba, w, classes),
+            }
+        )
     return out
 
 
@@ -397,13 +455,16 @@ def _regressor_metrics(est: Any, X: Any, y: Any, w: Any) -> dict[str, float]:
     from sklearn import metrics as m
 
     pred = est.predict(X)
-    mse = float(m.mean_squared_error(y, pred, sample_weight=w))
-    return {
-        "training_mean_squared_error": mse,
-        "training_root_mean_squared_error": math.sqrt(mse),
-        "training_mean_absolute_error": float(m.mean_absolute_error(y, pred, sample_weight=w)),
-        "training_r2_score": float(m.r2_score(y, pred, sample_weight=w)),
-    }
+    out = _computed(
+        {
+            "training_mean_squared_error": lambda: m.mean_squared_error(y, pred, sample_weight=w),
+            "training_mean_absolute_error": lambda: m.mean_absolute_error(y, pred, sample_weight=w),
+            "training_r2_score": lambda: m.r2_score(y, pred, sample_weight=w),
+        }
+    )
+    if "training_mean_squared_error" in out:
+        out["training_root_mean_squared_error"] = math.sqrt(out["training_mean_squared_error"])
+    return out
 
 
 def _score(est: Any, X: Any, y: Any, w: Any) -> float | None:
@@ -443,13 +504,24 @@ def _log_model(session: _Session, config: AutologConfig, model: Any, X: Any, y: 
         example = _head(X, _EXAMPLE_ROWS)
         output = _head(y, _EXAMPLE_ROWS) if y is not None else model.predict(example)
         signature = Signature(infer_schema(example), infer_schema(output))
-    log_model(
-        model,
-        "model",
-        input_example=example if config.log_input_examples else None,
-        signature=signature,
-        run_id=session.run_id,
-    )
+    try:
+        log_model(
+            model,
+            "model",
+            input_example=example if config.log_input_examples else None,
+            signature=signature,
+            run_id=session.run_id,
+        )
+    except InvalidInput as exc:
+        untrusted = exc.details.get("untrusted")
+        if not untrusted:
+            raise
+        raise InvalidInput(
+            f"{type(model).__name__} was not stored: it holds types skops cannot load safely "
+            f"({', '.join(map(str, untrusted))}) and autolog never pickles; if you trust everyone who "
+            "will load it, call loopml.models.log_model(model, trust_pickle=True) yourself",
+            details=exc.details,
+        ) from None
 
 
 def _is_search(est: Any) -> bool:

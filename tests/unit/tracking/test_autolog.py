@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 import loopml
@@ -177,6 +178,55 @@ def test_grid_search_logs_parent_best_children_and_cv_results(sdk: str) -> None:
     )
     loaded = loopml.models.load(f"runs:/{parent.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(X), search.best_estimator_.predict(X))
+
+
+def test_a_threaded_search_still_logs_one_parent(local: None) -> None:
+    X, y = _binary()
+    loopml.autolog(log_models=False)
+    with joblib.parallel_backend("threading", n_jobs=2):  # inner fits run in pool threads
+        GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=2).fit(X, y)
+    runs = loopml.search_runs()
+    assert sum(PARENT_RUN_TAG not in r.tags for r in runs) == 1 and len(runs) == 4
+
+
+def test_a_search_without_refit_logs_best_params_and_no_model(local: None) -> None:
+    X, y = _binary()
+    loopml.autolog()
+    search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2, refit=False).fit(X, y)
+    (parent,) = [r for r in loopml.search_runs() if PARENT_RUN_TAG not in r.tags]  # and no warning
+    assert parent.params["best_C"] == str(search.best_params_["C"])
+    assert "model" not in {f.path for f in loopml.service().list_artifacts(parent.run_id)}
+
+
+def test_string_labels_get_weighted_metrics(local: None) -> None:
+    X, y01 = _binary()
+    y = np.where(y01 == 1, "spam", "ham")
+    loopml.autolog(log_models=False)
+    model = LogisticRegression().fit(X, y)
+    (run,) = loopml.search_runs()
+    pred = model.predict(X)
+    expected = {
+        "training_precision_score": metrics.precision_score(y, pred, average="weighted"),
+        "training_f1_score": metrics.f1_score(y, pred, average="weighted"),
+        "training_roc_auc": metrics.roc_auc_score(y == "spam", model.predict_proba(X)[:, 1]),
+    }
+    assert _values(run, expected) == pytest.approx(expected, rel=1e-12)
+
+
+def _double(x: Any) -> Any:
+    return x * 2
+
+
+def test_a_model_skops_refuses_is_a_warning_not_a_pickle(local: None) -> None:
+    X, y = _binary()
+    loopml.autolog()
+    with pytest.warns(UserWarning, match="autolog never pickles") as caught:
+        pipe = make_pipeline(FunctionTransformer(_double), LogisticRegression()).fit(X, y)
+    assert len(caught) == 1 and "_double" in str(caught[0].message)
+    check_is_fitted(pipe)
+    (run,) = loopml.search_runs()
+    assert run.info.status == "FINISHED" and "training_accuracy_score" in run.metrics
+    assert "model" not in {f.path for f in loopml.service().list_artifacts(run.run_id)}
 
 
 def test_a_fit_inside_an_active_run_logs_into_it(local: None) -> None:
