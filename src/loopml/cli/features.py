@@ -26,9 +26,12 @@ import typer
 from loopml.cli._common import JsonOption
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from loopml.features.definitions import FeatureView
     from loopml.features.materialize import MaterializeResult
     from loopml.features.registry import ApplyResult, DefinitionRecord, FeatureRegistry
+    from loopml.features.service import FeatureStoreService
 
 app = typer.Typer(help="Apply, list and show feature definitions.", no_args_is_help=True)
 
@@ -296,3 +299,360 @@ def _print_materialized(results: list[tuple[MaterializeResult, float]], mode: st
         cells = [row["view"], mode, row["start"] or "(all)", row["end"], row["rows"], row["written"]]
         table.add_row(*(str(c) for c in cells), f"{row['seconds']:.2f}")
     render.print_table(table)
+
+
+# ---- online reads ------------------------------------------------------------------------------
+
+_TRUE, _FALSE = frozenset({"true", "t", "1", "yes"}), frozenset({"false", "f", "0", "no"})
+
+
+def _typed(text: str, dtype: str | None) -> Any:
+    """``text`` as a value of ``dtype`` (a join key or request field type); ValueError if not."""
+    if dtype in ("int32", "int64"):
+        return int(text)
+    if dtype in ("float32", "float64"):
+        return float(text)
+    if dtype == "bool":
+        if text.lower() not in _TRUE | _FALSE:
+            raise ValueError(text)
+        return text.lower() in _TRUE
+    return text  # string, bytes (sent as text) and names no view reads (the service names them)
+
+
+def _column_types(
+    svc: FeatureStoreService, service: str | None, version: int | None, refs: list[str]
+) -> dict[str, tuple[str, str]]:
+    """Each entity-row column the read needs: (type, what declares it)."""
+    cols = svc.describe_service(service, version) if service else svc.describe_features(refs)
+    types = {k: (t, "request field") for k, t in cols.request_fields.items()}
+    return types | {k: (t, "join key") for k, t in cols.join_keys.items()}
+
+
+def _bad_value(text: str, key: str, kind: tuple[str, str] | None) -> str:
+    dtype, what = kind or ("", "")
+    return f"{text!r} is not a valid {dtype} for {what} {key!r}; fix the value"
+
+
+def _entity_columns(pairs: list[str], types: dict[str, tuple[str, str]]) -> dict[str, list[Any]]:
+    """``KEY=VALUE`` options as typed columns: a key given again adds a row."""
+    columns: dict[str, list[Any]] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE, e.g. driver_id=42", param_hint="--entity")
+        key = key.strip()
+        try:
+            value = _typed(text, types.get(key, ("", ""))[0])
+        except ValueError:
+            raise typer.BadParameter(_bad_value(text, key, types.get(key)), param_hint="--entity") from None
+        columns.setdefault(key, []).append(value)
+    counts = {k: len(v) for k, v in columns.items()}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{k} {n}" for k, n in counts.items())
+        raise typer.BadParameter(
+            f"every key needs one value per row (given: {given}); repeat --entity KEY=VALUE for each",
+            param_hint="--entity",
+        )
+    return columns
+
+
+def _typed_rows(rows: list[dict[str, Any]], types: dict[str, tuple[str, str]], path: Path) -> None:
+    """Turn text values of typed columns into their type, in place (an empty CSV cell is null)."""
+    from loopml.errors import InvalidInput
+
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            dtype = types.get(key, ("", ""))[0]
+            if not isinstance(value, str) or dtype in ("", "string", "bytes"):
+                continue
+            try:
+                row[key] = None if value == "" else _typed(value, dtype)
+            except ValueError:
+                raise InvalidInput(
+                    f"{path} row {i + 1}: {_bad_value(value, key, types.get(key))}",
+                    details={"field": key, "row": i},
+                ) from None
+
+
+def _rows_file(path: Path, types: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    """Entity rows from a .json (``[{...}]`` or ``{column: [values]}``) or .csv file."""
+    import csv
+
+    from loopml.errors import InvalidInput
+
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            rows: list[dict[str, Any]] = [dict(r) for r in csv.DictReader(f)]
+    elif path.suffix.lower() == ".json":
+        import orjson
+
+        from loopml.features.service import as_rows
+
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"{path} is not valid JSON ({exc})", details={"field": "rows"}) from None
+        if not isinstance(doc, list | dict):
+            raise InvalidInput(
+                f"{path} holds a JSON {type(doc).__name__}; give [{{column: value}}] or {{column: [values]}}",
+                details={"field": "rows"},
+            )
+        rows = [dict(r) for r in as_rows(doc)]
+    else:
+        raise InvalidInput(f"{path}: entity rows must be a .json or .csv file", details={"field": "rows"})
+    _typed_rows(rows, types, path)
+    return rows
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 16 else f"{value[:16].hex()}… ({len(value)} bytes)"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+_STATUS_STYLE = {"present": "green", "missing": "dim", "outside_ttl": "yellow"}
+
+
+def _print_online(values: dict[str, list[Any]], statuses: dict[str, list[str]], n: int) -> None:
+    """One row per entity row: its keys, then each feature's value above its status."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from loopml.cli import render
+
+    table = Table(*values)
+    for i in range(n):
+        cells = []
+        for name, column in values.items():
+            value = column[i]
+            if name not in statuses:
+                cells.append(escape(_shown(value)))
+                continue
+            status = statuses[name][i]
+            style = _STATUS_STYLE.get(status, "")
+            cells.append(f"{'-' if value is None else escape(_shown(value))}\n[{style}]{status}[/]")
+        table.add_row(*cells)
+    render.print_table(table)
+
+
+def _online_json(found: Any) -> dict[str, Any]:
+    """The service's answer as JSON: bytes base64, NaN/inf as text, times ISO (as the API sends)."""
+    import base64
+    import math
+    from datetime import datetime
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value
+
+    values = {name: [plain(v) for v in column] for name, column in found.values.items()}
+    return {"values": values, "statuses": found.statuses, "types": getattr(found, "types", {})}
+
+
+@app.command("online")
+def online(
+    service: Annotated[str | None, typer.Option("--service", help="A registered feature service.")] = None,
+    features: Annotated[
+        str | None, typer.Option("--features", help="Comma-separated references view:feature.")
+    ] = None,
+    entity: Annotated[
+        list[str] | None,
+        typer.Option("--entity", "-e", help="KEY=VALUE of an entity row; repeat a key for more rows."),
+    ] = None,
+    rows: Annotated[
+        Path | None,
+        typer.Option("--rows", exists=True, dir_okay=False, help="Entity rows in a .json or .csv file."),
+    ] = None,
+    service_version: Annotated[
+        int | None, typer.Option("--service-version", min=1, help="Default: the latest.")
+    ] = None,
+    full_names: Annotated[bool, typer.Option("--full-names", help="Name columns view__feature.")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="Judge ttl at this time (default: now).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Online feature values of entity rows, with a status each (present, missing, outside_ttl).
+
+    $ loopml features online --service churn -e driver_id=1 -e driver_id=2
+    $ loopml features online --features stats:rate,stats:trips --rows drivers.csv --json
+    """
+    from loopml.features.service import feature_store
+
+    if (service is None) == (features is None):
+        raise typer.BadParameter("give --service NAME or --features view:feature,...", param_hint="--service")
+    if (entity is None) == (rows is None):
+        raise typer.BadParameter("give --entity KEY=VALUE (repeatable) or --rows FILE", param_hint="--entity")
+    now_us = _micros_option(now, "--now")
+    refs = [r.strip() for r in (features or "").split(",") if r.strip()]
+    svc = feature_store()
+    types = _column_types(svc, service, service_version, refs)
+    entity_rows: Any = (
+        _entity_columns(entity, types) if entity is not None else _rows_file(Path(str(rows)), types)
+    )
+    found = svc.get_online_features(
+        entity_rows,
+        refs if features is not None else None,
+        service=service,
+        service_version=service_version,
+        full_feature_names=full_names,
+        now=now_us,
+    )
+    if as_json:
+        from loopml.cli import render
+
+        render.print_json(_online_json(found))
+        return
+    n = len(next(iter(entity_rows.values()), [])) if isinstance(entity_rows, dict) else len(entity_rows)
+    _print_online(found.values, found.statuses, n)
+
+
+# ---- pushes ------------------------------------------------------------------------------------
+
+
+def _push_types(svc: FeatureStoreService, view: str) -> tuple[dict[str, str], list[str]]:
+    """The declared type of each column of feature ``view`` (timestamps as ``timestamp``) and its
+    join keys; an unknown view is NotFound naming the known ones."""
+    from loopml.errors import InvalidInput, NotFound
+
+    try:
+        spec = svc.get_definition("feature_view", view).spec
+    except NotFound:
+        try:
+            svc.get_definition("on_demand_feature_view", view)
+        except NotFound:
+            known = [r.name for r in svc.list_definitions("feature_view")]
+            raise NotFound(
+                f"no feature view {view!r}; known: {', '.join(known) or 'none (run loopml features apply)'}",
+                details={"feature_view": view, "known": known},
+            ) from None
+        raise InvalidInput(
+            f"{view!r} is an on-demand feature view, computed at request time; push to a feature view",
+            details={"field": "view"},
+        ) from None
+    types = {f["name"]: f["dtype"] for f in spec["fields"]}
+    keys: list[str] = []
+    for name in spec["entities"]:
+        entity = svc.get_definition("entity", name).spec
+        keys += entity["join_keys"]
+        types.update(zip(entity["join_keys"], entity["value_types"], strict=True))
+    for stamp in (spec["timestamp_field"], spec.get("created_timestamp_field")):
+        if stamp:
+            types[stamp] = "timestamp"
+    return types, keys
+
+
+def _read_push_file(path: Path, types: dict[str, str]) -> pa.Table:
+    """The rows of a .parquet file as stored, or of a .csv file typed as the view declares."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from loopml.errors import InvalidInput
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InvalidInput(f"{path} is not a Parquet file ({exc})", details={"field": "file"}) from None
+    if suffix != ".csv":
+        raise InvalidInput(f"{path}: rows must be a .parquet or .csv file", details={"field": "file"})
+    import csv
+
+    import pyarrow.csv as pacsv
+
+    with path.open(newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    try:  # all text first, then each column typed here, so a bad value names its column
+        text = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"{path} is not a readable CSV file ({exc})", details={"field": "file"}) from None
+    return pa.table({n: _csv_column(path, n, text.column(n), types.get(n)) for n in text.column_names})
+
+
+def _csv_column(
+    path: Path, name: str, column: pa.ChunkedArray, dtype: str | None
+) -> pa.ChunkedArray | pa.Array:
+    """A CSV column of text as ``dtype``; InvalidInput names the column when a value does not fit."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from loopml.errors import InvalidInput
+    from loopml.features.definitions import DTYPES
+
+    if dtype is None or dtype in ("string", "bytes"):
+        return column if dtype != "bytes" else column.cast(pa.binary())
+    try:
+        if dtype == "timestamp":
+            stamps = pd.to_datetime(column.to_pylist(), utc=True, format="ISO8601")
+            return pa.array(stamps.to_numpy(), pa.timestamp("ns")).cast(pa.timestamp("ns", tz="UTC"))
+        return column.cast(DTYPES[dtype])
+    except (ValueError, TypeError, pa.ArrowException):
+        raise InvalidInput(
+            f"{path}: column {name!r} holds values that are not {dtype} (declared by the feature view); "
+            "fix the file",
+            details={"field": name, "expected": dtype},
+        ) from None
+
+
+def _entity_count(table: pa.Table, keys: list[str]) -> int:
+    """How many distinct entities (join-key tuples) ``table`` holds."""
+    present = [k for k in keys if k in table.column_names]
+    if not present or table.num_rows == 0:
+        return int(table.num_rows)
+    return int(table.select(present).group_by(present).aggregate([]).num_rows)
+
+
+@app.command("push")
+def push_command(
+    view: Annotated[str, typer.Argument(help="The feature view the rows belong to.")],
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Rows in a .parquet or .csv file.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Push fresh rows of a feature view: online (newer wins) and into its offline log.
+
+    The file holds the view's join keys, timestamp column and features (a CSV is typed as the view
+    declares; timestamps in ISO 8601, naive means UTC). Bad rows write nothing.
+
+    $ loopml features push stats fresh.parquet
+    """
+    from loopml.features.service import feature_store
+
+    svc = feature_store()
+    types, keys = _push_types(svc, view)
+    table = _read_push_file(path, types)
+    written = svc.push(view, table)
+    entities = _entity_count(table, keys)
+    result = {
+        "view": view,
+        "rows": table.num_rows,
+        "entities": entities,
+        "written": written,
+        "skipped_older": max(entities - written, 0),
+    }
+    if as_json:
+        from loopml.cli import render
+
+        render.print_json(result)
+        return
+    superseded = table.num_rows - entities
+    typer.echo(
+        f"pushed {table.num_rows} rows to {view!r}: {written} written online, "
+        f"{result['skipped_older']} skipped (older than the stored value)"
+        + (f", {superseded} superseded by a newer row of the same entity in the file" if superseded else "")
+        + f"; {table.num_rows} appended to the offline log"
+    )

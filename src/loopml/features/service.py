@@ -160,11 +160,25 @@ class FeatureStoreService(abc.ABC):
         {'driver_id': 'int64'}
         """
         record = self.get_definition("feature_service", name, version)
-        cols = ServiceColumns(name, record.version, refs=tuple(record.spec["features"]))
+        return self.describe_features(record.spec["features"], name=name, version=record.version)
+
+    def describe_features(self, refs: Sequence[str], *, name: str = "", version: int = 0) -> ServiceColumns:
+        """What reading ``refs`` (``"view:feature"``) needs and returns, as :meth:`describe_service`
+        says it for a service; an unknown view or feature is ``NotFound`` naming the known ones.
+
+        >>> feature_store().describe_features(["stats:rate"]).join_keys   # doctest: +SKIP
+        {'driver_id': 'int64'}
+        """
+        cols = ServiceColumns(name, version, refs=tuple(_check_ref(ref) for ref in refs))
         for ref in cols.refs:
             view_name, _, feature = ref.partition(":")
             view = self._view_record(view_name)
             types = {f["name"]: f["dtype"] for f in view.spec["fields"]}
+            if feature not in types:
+                raise NotFound(
+                    f"feature view {view_name!r} has no feature {feature!r}; known: {', '.join(types)}",
+                    details={"field": "features", "feature_view": view_name, "known": list(types)},
+                )
             cols.outputs[feature] = types[feature]
             cols.full_outputs[f"{view_name}__{feature}"] = types[feature]
             if view.kind == "feature_view":
@@ -183,7 +197,15 @@ class FeatureStoreService(abc.ABC):
         try:
             return self.get_definition("feature_view", name)
         except NotFound:
+            pass
+        try:
             return self.get_definition("on_demand_feature_view", name)
+        except NotFound:
+            known = [r.name for r in self.list_definitions() if r.kind.endswith("feature_view")]
+            raise NotFound(
+                f"no feature view {name!r}; known: {', '.join(sorted(known)) or 'none'}",
+                details={"feature_view": name, "known": sorted(known)},
+            ) from None
 
     def _add_join_keys(self, cols: ServiceColumns, view_spec: dict[str, Any]) -> None:
         for entity in view_spec["entities"]:

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import orjson
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner, Result
 
 from loopml import sdk
 from loopml.cli import app
 from loopml.config import Settings
+from loopml.features import service as features_service
 from loopml.features.materialize import get_online_features
 from loopml.features.online import open_online_store
+from loopml.features.push_log import PushLog
 from loopml.features.registry import FeatureRegistry
 
 DEFS = """
@@ -43,10 +46,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sdk.set_tracking_uri(None)
     yield tmp_path
     sdk.reset()
+    features_service.reset()
 
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
+
+
+def flat(text: str) -> str:
+    """A usage error's message without the box rich draws around it."""
+    return " ".join(text.replace("│", " ").split())
 
 
 def _defs(tmp_path: Path, trips_type: str = "int64", ttl_days: int = 2) -> Path:
@@ -155,3 +164,154 @@ def test_materialize_skips_views_whose_rows_were_an_in_memory_dataframe(home: Pa
     assert "skipped (in-memory DataFrame source): mem" in result.stderr
     named = cli("features", "materialize", "--end", "2024-01-03", "--views", "mem")
     assert named.exit_code == 2 and "in-memory DataFrame" in named.stderr
+
+
+def _materialized(home: Path) -> None:
+    assert cli("features", "apply", str(_defs(home))).exit_code == 0
+    done = cli("features", "materialize", "--end", "2024-01-03")
+    assert done.exit_code == 0, done.output
+
+
+def test_online_by_service_prints_a_row_per_entity_with_value_and_status(home: Path) -> None:
+    _materialized(home)
+    args = ["features", "online", "--service", "churn", "-e", "driver_id=1", "-e", "driver_id=3"]
+    table = cli(*args, "-e", "driver_id=2", "--now", "2024-01-02T12:00:00+00:00")
+    assert table.exit_code == 0, table.output
+    lines = [line for line in table.stdout.splitlines() if any(c.isalnum() for c in line)]
+    assert lines[0].split() == ["┃", "driver_id", "┃", "rate", "┃", "trips", "┃"]
+    assert [line.replace("│", " ").split() for line in lines[1:]] == [
+        ["1", "0.5", "3"],
+        ["present", "present"],
+        ["3", "-", "-"],
+        ["missing", "missing"],
+        ["2", "0.7", "4"],
+        ["present", "present"],
+    ]
+    later = cli(*args, "--now", "2024-01-04T12:00:00+00:00", "--json")  # driver 1 is 3.5 days old
+    assert later.exit_code == 0, later.output
+    assert orjson.loads(later.stdout) == {
+        "values": {"driver_id": [1, 3], "rate": [None, None], "trips": [None, None]},
+        "statuses": {"rate": ["outside_ttl", "missing"], "trips": ["outside_ttl", "missing"]},
+        "types": {"rate": "float64", "trips": "int64"},
+    }
+
+
+def test_online_by_feature_references_from_a_csv_or_json_rows_file(home: Path) -> None:
+    _materialized(home)
+    (home / "rows.csv").write_text("driver_id\n2\n1\n")
+    (home / "rows.json").write_text('{"driver_id": [2, "1"]}')
+    (home / "list.json").write_text('[{"driver_id": 2}, {"driver_id": 1}]')
+    for rows in ("rows.csv", "rows.json", "list.json"):
+        args = ["--features", "stats:trips,stats:rate", "--rows", str(home / rows), "--full-names"]
+        got = cli("features", "online", *args, "--now", "2024-01-02T12:00:00+00:00", "--json")
+        assert got.exit_code == 0, (rows, got.output)
+        doc = orjson.loads(got.stdout)
+        assert doc["values"] == {"driver_id": [2, 1], "stats__trips": [4, 3], "stats__rate": [0.7, 0.5]}, rows
+
+
+def test_online_refuses_bad_input_in_one_line_naming_what_to_fix(home: Path) -> None:
+    _materialized(home)
+    read = ["features", "online", "--service", "churn"]
+    bad_value = cli(*read, "-e", "driver_id=seven")
+    assert bad_value.exit_code == 2
+    assert "'seven' is not a valid int64 for join key 'driver_id'; fix the value" in flat(bad_value.stderr)
+    unknown_key = cli(*read, "-e", "driver_id=1", "-e", "rider_id=2")
+    assert unknown_key.exit_code == 1 and "'rider_id'" in unknown_key.stderr
+    assert "known join keys: driver_id" in unknown_key.stderr and len(unknown_key.stderr.splitlines()) == 1
+    uneven = cli(
+        "features", "online", "--features", "stats:rate", "-e", "driver_id=1", "-e", "x=2", "-e", "x=3"
+    )
+    assert uneven.exit_code == 2 and "one value per row" in flat(uneven.stderr)
+    assert cli(*read, "--features", "stats:rate", "-e", "driver_id=1").exit_code == 2
+    assert cli(*read).exit_code == 2
+    view = cli("features", "online", "--features", "statz:rate", "-e", "driver_id=1")
+    assert view.exit_code == 1 and "no feature view 'statz'; known: stats" in view.stderr
+    feature = cli("features", "online", "--features", "stats:speed", "-e", "driver_id=1")
+    assert feature.exit_code == 1 and "has no feature 'speed'; known: rate, trips" in feature.stderr
+    (home / "bad.csv").write_text("driver_id\n1\nx\n")
+    bad_file = cli(*read, "--rows", str(home / "bad.csv"))
+    assert bad_file.exit_code == 2
+    assert f"{home / 'bad.csv'} row 2: 'x' is not a valid int64 for join key 'driver_id'" in bad_file.stderr
+    (home / "rows.txt").write_text("driver_id\n1\n")
+    assert "must be a .json or .csv file" in cli(*read, "--rows", str(home / "rows.txt")).stderr
+
+
+def _online(*drivers: int, now: str = "2024-01-05T12:00:00+00:00") -> dict[str, list[object]]:
+    args = [a for d in drivers for a in ("-e", f"driver_id={d}")]
+    got = cli("features", "online", "--service", "churn", *args, "--now", now, "--json")
+    assert got.exit_code == 0, got.output
+    values: dict[str, list[object]] = orjson.loads(got.stdout)["values"]
+    return values
+
+
+def test_push_a_file_newer_wins_online_and_every_row_goes_to_the_offline_log(home: Path) -> None:
+    _materialized(home)
+    fresh = pd.DataFrame(
+        {
+            "driver_id": [1, 2, 3, 3],
+            "event_timestamp": pd.to_datetime(
+                ["2024-01-05", "2023-12-01", "2024-01-04", "2024-01-05"]
+            ),  # driver 2's row is older than the stored one
+            "rate": [0.9, 0.1, 0.3, 0.4],
+            "trips": [7, 1, 2, 5],
+        }
+    )
+    fresh.to_parquet(home / "fresh.parquet", index=False)
+    pushed = cli("features", "push", "stats", str(home / "fresh.parquet"))
+    assert pushed.exit_code == 0, pushed.output
+    assert pushed.stdout.strip() == (
+        "pushed 4 rows to 'stats': 2 written online, 1 skipped (older than the stored value), "
+        "1 superseded by a newer row of the same entity in the file; 4 appended to the offline log"
+    )
+    assert _online(1, 2, 3, now="2024-01-05T12:00:00+00:00")["rate"] == [0.9, None, 0.4]  # 2: ttl
+    assert _online(2, now="2024-01-02T12:00:00+00:00")["rate"] == [0.7]
+    [segment] = PushLog.from_settings(Settings.load()).segments("stats")
+    assert pq.read_table(segment).num_rows == 4
+    (home / "more.csv").write_text(
+        "trips,driver_id,event_timestamp,rate,extra\n8,1,2024-01-06T01:00:00+01:00,0.95,ignored\n"
+    )
+    again = cli("features", "push", "stats", str(home / "more.csv"), "--json")
+    assert again.exit_code == 0, again.output
+    assert orjson.loads(again.stdout) == {
+        "view": "stats",
+        "rows": 1,
+        "entities": 1,
+        "written": 1,
+        "skipped_older": 0,
+    }
+    assert _online(1, now="2024-01-06T12:00:00+00:00") == {"driver_id": [1], "rate": [0.95], "trips": [8]}
+
+
+def test_push_refuses_bad_rows_naming_the_column_and_writes_nothing(home: Path) -> None:
+    _materialized(home)
+    cases = {
+        "nokey.csv": ("event_timestamp,rate,trips\n2024-01-05,0.9,1\n", "no column 'driver_id'"),
+        "nots.csv": ("driver_id,rate,trips\n1,0.9,1\n", "no column 'event_timestamp'"),
+        "type.csv": ("driver_id,event_timestamp,rate,trips\n1,2024-01-05,fast,1\n", "column 'rate'"),
+        "when.csv": ("driver_id,event_timestamp,rate,trips\n1,someday,0.9,1\n", "column 'event_timestamp'"),
+        "key.csv": ("driver_id,event_timestamp,rate,trips\nx1,2024-01-05,0.9,1\n", "column 'driver_id'"),
+    }
+    for name, (text, message) in cases.items():
+        (home / name).write_text(text)
+        refused = cli("features", "push", "stats", str(home / name))
+        assert refused.exit_code == 2, (name, refused.output)
+        assert message in refused.stderr and len(refused.stderr.splitlines()) == 1, (name, refused.stderr)
+    frame = pd.DataFrame(
+        {
+            "driver_id": [1],
+            "event_timestamp": pd.to_datetime(["2024-01-05"]),
+            "rate": [0.9],
+            "trips": ["many"],
+        }
+    )
+    frame.to_parquet(home / "type.parquet", index=False)
+    parquet = cli("features", "push", "stats", str(home / "type.parquet"))
+    assert parquet.exit_code == 2 and "'trips'" in parquet.stderr
+    unknown = cli("features", "push", "statz", str(home / "type.parquet"))
+    assert unknown.exit_code == 1 and "no feature view 'statz'; known: stats" in unknown.stderr
+    (home / "rows.txt").write_text("x")
+    assert (
+        "must be a .parquet or .csv file" in cli("features", "push", "stats", str(home / "rows.txt")).stderr
+    )
+    assert PushLog.from_settings(Settings.load()).segments("stats") == []
+    assert _online(1, 2, now="2024-01-02T12:00:00+00:00")["rate"] == [0.5, 0.7]
