@@ -231,6 +231,15 @@ def test_a_pipeline_runs_remotely_and_a_fresh_machine_reuses_its_outputs(
     fetched = _blob_files(other.home)
     assert {s["outputs"][0]["digest"][2:] for s in run["steps"]} <= fetched  # fetched, verified, kept
 
+    # Steps in pool processes write their values under the laptop's home; they reach the server too.
+    pooled = laptop(url, "laptop-pool")
+    fresh = _pipe(flows, "train").run({"dataset": dv.ref, "c": 2.0}, settings=pooled, executor="process:2")
+    assert fresh.cached_steps == ["load"] and fresh.record.executor == "process:2"
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for s in fresh.record.steps:
+            for digest in [s.outputs[0]["digest"] if s.outputs else "", *s.logs.values()]:
+                assert http.head(f"/api/v1/pipelines/blobs/{digest}").status_code == 200, (s.step, digest)
+
     # A corrupted copy on the server is a cache miss (the step runs again), never a wrong value.
     frame_digest = steps["load"]["outputs"][0]["digest"]
     _server_blob(server_home, frame_digest).write_bytes(b"not the parquet file")
