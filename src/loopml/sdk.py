@@ -25,7 +25,6 @@ import orjson
 
 from loopml.config import Settings
 from loopml.errors import InvalidInput, NotFound
-from loopml.tracking import media
 from loopml.tracking.capture import Provenance, capture
 from loopml.tracking.records import Comparison, DatasetInput, Experiment, Metric, Param, Run, RunTag
 from loopml.tracking.service import TrackingService
@@ -256,6 +255,8 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
     >>> loopml.log_figure(fig, "plots/roc.png")  # doctest: +SKIP
     """
+    from loopml.tracking import media  # numpy loads when media is logged, not on `import loopml.sdk`
+
     _put_bytes(service(), _active_id(), artifact_file, media.figure_bytes(figure, artifact_file))
 
 
@@ -265,6 +266,8 @@ def log_image(image: Any, artifact_file: str) -> None:
 
     >>> loopml.log_image(np.zeros((32, 32, 3), dtype=np.uint8), "images/black.png")  # doctest: +SKIP
     """
+    from loopml.tracking import media  # numpy loads when media is logged, not on `import loopml.sdk`
+
     media.suffix_of(artifact_file, ("png",), "an image")
     _put_bytes(service(), _active_id(), artifact_file, media.png_bytes(image))
 
@@ -275,6 +278,8 @@ def log_table(data: Any, artifact_file: str) -> None:
 
     >>> loopml.log_table({"text": ["a", "b"], "score": [0.1, 0.9]}, "eval/table.json")  # doctest: +SKIP
     """
+    from loopml.tracking import media  # numpy loads when media is logged, not on `import loopml.sdk`
+
     media.suffix_of(artifact_file, ("json",), "a table")
     svc, run_id = service(), _active_id()
     try:

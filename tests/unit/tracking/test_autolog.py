@@ -274,6 +274,7 @@ def test_a_failing_fit_leaves_a_failed_run_and_the_original_exception(local: Non
 def test_disable_restores_the_original_methods(local: None) -> None:
     X, y = _binary()
     fit, fit_predict = LogisticRegression.__dict__["fit"], Pipeline.__dict__["fit_predict"]
+    parallel_call = joblib.Parallel.__dict__["__call__"]
     assert "fit" not in GridSearchCV.__dict__  # inherited from BaseSearchCV
     loopml.autolog()
     assert LogisticRegression.__dict__["fit"] is not fit
@@ -281,7 +282,7 @@ def test_disable_restores_the_original_methods(local: None) -> None:
     assert not hasattr(make_pipeline(StandardScaler()), "fit_predict")
     loopml.autolog(disable=True)
     assert LogisticRegression.__dict__["fit"] is fit and Pipeline.__dict__["fit_predict"] is fit_predict
-    assert "fit" not in GridSearchCV.__dict__
+    assert "fit" not in GridSearchCV.__dict__ and joblib.Parallel.__dict__["__call__"] is parallel_call
     LogisticRegression().fit(X, y)
     assert loopml.search_runs() == []
 
