@@ -597,7 +597,8 @@ def _csv_column(
     try:
         if dtype == "timestamp":
             stamps = pd.to_datetime(column.to_pylist(), utc=True, format="ISO8601")
-            return pa.array(stamps.to_numpy(), pa.timestamp("ns")).cast(pa.timestamp("ns", tz="UTC"))
+            utc = stamps.tz_convert(None).to_numpy()
+            return pa.array(utc, from_pandas=True).cast(pa.timestamp("us", tz="UTC"))
         return column.cast(DTYPES[dtype])
     except (ValueError, TypeError, pa.ArrowException):
         raise InvalidInput(
