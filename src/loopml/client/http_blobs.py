@@ -40,13 +40,14 @@ class HttpBlobStore(BlobStore):
 
     def put(self, stream: IO[bytes]) -> tuple[str, int]:
         """Hash the stream into a spool file, then upload it under its digest."""
-        hasher = hashlib.sha256()
+        hasher, size = hashlib.sha256(), 0
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             while chunk := stream.read(CHUNK):
                 hasher.update(chunk)
                 spool.write(chunk)
-            spool.seek(0)
-            return self.put_hashed(spool.read(), hasher.hexdigest())
+                size += len(chunk)
+            self.upload(spool, hasher.hexdigest(), size)  # type: ignore[arg-type]
+        return hasher.hexdigest(), size
 
     def put_hashed(self, data: bytes | memoryview, digest: str) -> tuple[str, int]:
         """Upload ``data``; the server hashes it and refuses it (400) unless it matches ``digest``."""
@@ -54,6 +55,11 @@ class HttpBlobStore(BlobStore):
         headers = {"Content-Type": "application/octet-stream"}
         self.api._call("PUT", self._path(digest), content=body, headers=headers)
         return digest, len(body)
+
+    def upload(self, fh: IO[bytes], digest: str, size: int) -> None:
+        """Stream a seekable file's bytes (re-sent from the start if the request is retried)."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        self.api._call("PUT", self._path(digest), content=_Rewound(fh), headers=headers)
 
     def open_raw(self, digest: str) -> IO[bytes]:
         response = self.api._send("GET", self._path(digest), safe=True)
@@ -102,9 +108,11 @@ class MirroredBlobStore(BlobStore):
             self.local.put_hashed(data, digest)
 
     def upload(self, digest: str) -> None:
-        """Send the local blob to the server unless the server has it."""
+        """Send the local blob to the server unless the server has it (the server checks it)."""
         if not self.remote.exists(digest):
-            self.remote.put_hashed(self.local.read_bytes(digest), digest)
+            with self.local.open_raw(digest) as fh:
+                size = fh.seek(0, io.SEEK_END)
+                self.remote.upload(fh, digest, size)
 
     def refs_digests(self, refs: list[Ref]) -> list[str]:
         """Every blob the values need, a model's files included (its manifest is read for them)."""
@@ -116,6 +124,18 @@ class MirroredBlobStore(BlobStore):
                 manifest = orjson.loads(self.read_bytes(item["digest"]))
                 out.extend(str(d) for d in manifest["files"].values())
         return out
+
+
+class _Rewound:
+    """An upload body httpx can send more than once: each iteration starts from the first byte."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.fh.seek(0)
+        while chunk := self.fh.read(CHUNK):
+            yield chunk
 
 
 def _models(ref: Ref) -> Iterator[Ref]:

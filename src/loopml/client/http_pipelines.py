@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+import httpx
+
 from loopml.client.http import UserApiClient, _q
 from loopml.client.http_blobs import HttpBlobStore, MirroredBlobStore
 from loopml.config import Settings
@@ -30,14 +32,35 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
 
     blobs: MirroredBlobStore
 
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        artifact_root: str,
+        user: str | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, user=user, token=token, retries=retries, timeout=timeout, transport=transport
+        )
+        self.artifact_root = artifact_root
+        self.blobs = MirroredBlobStore(open_blob_store(artifact_root), HttpBlobStore(self))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """The server ``LOOPML_TRACKING_URI`` names, with ``LOOPML_TOKEN``; values are mirrored
         under ``LOOPML_ARTIFACT_ROOT`` (default ``LOOPML_HOME/artifacts``)."""
-        store = super().from_settings(settings)
-        store.artifact_root = settings.artifact_root
-        store.blobs = MirroredBlobStore(open_blob_store(settings.artifact_root), HttpBlobStore(store))
-        return store
+        return cls(
+            str(settings.tracking_uri),
+            artifact_root=settings.artifact_root,
+            user=settings.user or None,
+            token=settings.token,
+            retries=settings.http_retries,
+            timeout=settings.http_timeout,
+        )
 
     def stage(self, refs: list[Ref]) -> None:
         for digest in self.blobs.refs_digests(refs):
@@ -96,7 +119,7 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
         self._call("DELETE", f"/pipelines/locks/{_q(pipeline)}", params={"run_id": run_id})
 
     def unlock(self, pipeline: str) -> str | None:
-        found = self._call("POST", f"/pipelines/locks/{_q(pipeline)}/unlock", safe=True)
+        found = self._call("POST", f"/pipelines/locks/{_q(pipeline)}/unlock")
         return None if found.get("run_id") is None else str(found["run_id"])
 
     # -- definitions -------------------------------------------------------------------------
