@@ -105,11 +105,11 @@ def autolog(
             _config = None
             _unpatch_all()
             return
+        if not _originals:
+            _patch_all()
         _config = AutologConfig(
             log_models, log_datasets, log_input_examples, max_tuning_runs, exclusive, silent
         )
-        if not _originals:
-            _patch_all()
 
 
 def is_enabled() -> bool:
@@ -120,6 +120,14 @@ def is_enabled() -> bool:
 @functools.cache
 def _estimator_classes() -> tuple[type, ...]:
     """Every public scikit-learn estimator class (walking sklearn takes seconds: done once)."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InvalidInput(
+            "loopml.autolog() logs scikit-learn fits, and scikit-learn is not installed: "
+            "pip install 'loopml[sklearn]'",
+            details={"field": "sklearn"},
+        ) from None
     from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
     from sklearn.pipeline import Pipeline
     from sklearn.utils import all_estimators
@@ -232,21 +240,21 @@ def _logged_fit(
     except BaseException as exc:
         if session is not None:
             session.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", failures)
-        _warn(config, est, failures)
+        _warn(config, est, original.__name__, failures)
         raise
     if session is not None:
         X, y, weight = _fit_inputs(original, est, args, kwargs)
         _log_everything(session, config, est, X, y, weight, failures)
         session.close("FINISHED", failures)
-    _warn(config, est, failures)
+    _warn(config, est, original.__name__, failures)
     return result
 
 
-def _warn(config: AutologConfig, est: Any, failures: list[str]) -> None:
+def _warn(config: AutologConfig, est: Any, method: str, failures: list[str]) -> None:
     if failures and not config.silent:
         warnings.warn(
-            f"loopml autolog could not log all of {type(est).__name__}.fit (the fit itself is "
-            f"unaffected): {'; '.join(failures)}",
+            f"loopml autolog could not log all of {type(est).__name__}.{method} (the fit itself "
+            f"is unaffected): {'; '.join(failures)}",
             UserWarning,
             stacklevel=4,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from sklearn.utils.validation import check_is_fitted
 import loopml
 import loopml.data
 import loopml.models
+from loopml.errors import InvalidInput
 from loopml.sdk import PARENT_RUN_TAG
+from loopml.tracking import autolog as autolog_module
 from loopml.tracking.autolog import training_dataset
 from loopml.tracking.records import Run
 
@@ -362,8 +365,17 @@ def test_the_dataset_digest_links_a_registered_dataset(local: None) -> None:
 
 
 def test_invalid_max_tuning_runs_is_refused(local: None) -> None:
-    with pytest.raises(loopml.errors.InvalidInput, match="max_tuning_runs"):
+    with pytest.raises(InvalidInput, match="max_tuning_runs"):
         loopml.autolog(max_tuning_runs=-1)
+
+
+def test_without_sklearn_autolog_says_what_to_install(local: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    autolog_module._estimator_classes.cache_clear()
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # what `import sklearn` sees when it is absent
+    with pytest.raises(InvalidInput, match=r"pip install 'loopml\[sklearn\]'"):
+        loopml.autolog()
+    assert not autolog_module.is_enabled() and LogisticRegression.fit.__name__ == "fit"
+    assert not hasattr(LogisticRegression.fit, "__loopml_autolog__")
 
 
 @pytest.mark.server
