@@ -1,4 +1,4 @@
-"""``loopml features``: apply, list and show versioned feature definitions; materialize them.
+"""``loopml features``: apply, list and show feature definitions; materialize, read online, push.
 
     $ loopml features apply defs.py            # shows the diff; refuses breaking changes
     $ loopml features apply defs.py --force    # ... unless forced
@@ -6,6 +6,13 @@
     $ loopml features show feature_view stats --json
     $ loopml features materialize --start 2024-01-01 --end 2024-02-01 --views stats
     $ loopml features materialize --incremental --online redis://127.0.0.1:6379/0
+    $ loopml features online --service churn -e driver_id=1 -e driver_id=2
+    $ loopml features online --features stats:rate,stats:trips --rows drivers.csv --json
+    $ loopml features push stats fresh.parquet
+
+``online`` and ``push`` go through ``feature_store()``, so they work on the embedded store and, with
+LOOPML_TRACKING_URI=http://..., against a server. Text values (``--entity KEY=VALUE``, CSV cells)
+are typed as the join keys, request fields and features are declared.
 
 The definitions file is ordinary Python; every Entity, FeatureView, OnDemandFeatureView and
 FeatureService bound to a module-level name is applied. loopml.features (pyarrow, SQLAlchemy) is
@@ -626,8 +633,9 @@ def push_command(
 ) -> None:
     """Push fresh rows of a feature view: online (newer wins) and into its offline log.
 
-    The file holds the view's join keys, timestamp column and features (a CSV is typed as the view
-    declares; timestamps in ISO 8601, naive means UTC). Bad rows write nothing.
+    The file holds the view's join keys, timestamp and features; CSV cells are typed as declared.
+
+    Timestamps are ISO 8601 (naive means UTC). Bad rows write nothing.
 
     $ loopml features push stats fresh.parquet
     """
