@@ -337,7 +337,7 @@ def main() -> None:
             flush=True,
         )
         t0 = time.monotonic()
-        setup = _setup(work, None if args.no_mlflow else args.mlflow_venv, server_cpu)
+        setup = _setup(work, None if args.no_mlflow else args.mlflow_venv.absolute(), server_cpu)
         print(f"models fitted and logged in {time.monotonic() - t0:.1f}s", flush=True)
         results = run(setup, Wrk(work, load_cpu), plan, batch, log)
         load1 = os.getloadavg()
