@@ -224,6 +224,8 @@ def test_a_pipeline_runs_remotely_and_a_fresh_machine_reuses_its_outputs(
     other = laptop(url, "laptop-b")
     again = _pipe(flows, "train").run({"dataset": dv.ref, "c": 0.5}, settings=other)
     assert again.cached_steps == ["load", "fit", "score"]
+    frame_digest = steps["load"]["outputs"][0]["digest"]
+    assert frame_digest[2:] not in _blob_files(other.home), "checked on the server, not downloaded"
     assert again.value == 1.0
     pd.testing.assert_frame_equal(again.output("load"), ROWS)
     model = again.output("fit")
@@ -241,7 +243,6 @@ def test_a_pipeline_runs_remotely_and_a_fresh_machine_reuses_its_outputs(
                 assert http.head(f"/api/v1/pipelines/blobs/{digest}").status_code == 200, (s.step, digest)
 
     # A corrupted copy on the server is a cache miss (the step runs again), never a wrong value.
-    frame_digest = steps["load"]["outputs"][0]["digest"]
     _server_blob(server_home, frame_digest).write_bytes(b"not the parquet file")
     third = laptop(url, "laptop-c")
     rerun = _pipe(flows, "train").run({"dataset": dv.ref, "c": 0.5}, settings=third)
@@ -292,10 +293,12 @@ def test_failed_step_logs_and_resume_through_the_cli(
     assert "step 'flaky' failed after 1 attempt(s): RuntimeError: the flag file is set" in failed.stderr
     store, _ = engine.context(settings)
     run_id = store.list_runs("fragile", 1)[0].run_id
+    _cli(settings, flows.parent, "pipeline", "register", target, "--on-dataset", "remote-rows")
     listed = orjson.loads(
         _cli(settings, flows.parent, "pipeline", "list", "--pipeline", "fragile", "--json").stdout
     )
     assert [(r["run_id"], r["status"]) for r in listed["runs"]] == [(run_id, "FAILED")]
+    assert [(d["name"], d["on_dataset"]) for d in listed["pipelines"]] == [("fragile", "remote-rows")]
     logs = _cli(settings, flows.parent, "pipeline", "logs", run_id, "flaky")
     assert "Traceback" in logs.stdout and "RuntimeError: the flag file is set" in logs.stdout
 

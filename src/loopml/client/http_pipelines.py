@@ -70,6 +70,13 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
         for digest in [*self.blobs.refs_digests(refs), *logs.values()]:
             self.blobs.upload(digest)
 
+    def valid(self, refs: list[Ref]) -> bool:
+        """Checked on the server, where the values are kept: nothing is downloaded for it."""
+        if not refs:
+            return True
+        found = self._call("POST", "/pipelines/values/verify", json={"refs": refs}, safe=True)
+        return all(found["valid"])
+
     # -- runs --------------------------------------------------------------------------------
     def create_run(self, run: PipelineRunRecord) -> None:
         body = run.to_dict()

@@ -42,7 +42,7 @@ from loopml.pipelines.records import (
 from loopml.pipelines.store import PipelineStore
 from loopml.pipelines.store_local import SqlPipelineStore
 from loopml.pipelines.tasks import Task, TaskResult
-from loopml.pipelines.values import Ref, json_bytes, list_ref, load_value, store_value, verify
+from loopml.pipelines.values import Ref, json_bytes, list_ref, load_value, store_value
 from loopml.tracking.local import LocalTrackingService
 from loopml.tracking.service import TrackingService
 
@@ -389,7 +389,6 @@ class _Runner:
         if hit is not None:
             step.status, step.cached, step.outputs, step.finished_at = CACHED, True, hit.outputs, now_ms()
             step.logs = hit.logs  # the logs of the execution whose outputs are reused
-            self.store.publish(hit.outputs or [], hit.logs)  # the server may have lost a copy
             self._record(unit, step, reused_from or hit.run_id)
             return
         self.store.save_step(step, new=True)
@@ -417,7 +416,7 @@ class _Runner:
         return None, ""
 
     def _valid(self, step: StepRecord) -> bool:
-        return step.outputs is not None and all(verify(self.store.blobs, r) for r in step.outputs)
+        return step.outputs is not None and self.store.valid(step.outputs)
 
     def _finished(self, unit: _Unit, step: StepRecord, result: TaskResult) -> None:
         self.store.publish(result.outputs if result.ok else [], result.logs)

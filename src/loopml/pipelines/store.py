@@ -19,7 +19,7 @@ import os
 import socket
 
 from loopml.pipelines.records import Definition, PipelineRunRecord, StepRecord, TriggerRecord
-from loopml.pipelines.values import Ref
+from loopml.pipelines.values import Ref, verify
 from loopml.store.blobs import BlobStore
 
 
@@ -48,6 +48,10 @@ class PipelineStore(abc.ABC):
 
     def publish(self, refs: list[Ref], logs: dict[str, str]) -> None:  # noqa: B027 - optional hook
         """Make what a task wrote under ``artifact_root`` (its outputs and logs) readable in ``blobs``."""
+
+    def valid(self, refs: list[Ref]) -> bool:
+        """Whether every blob of these values exists and hashes to its digest (a cache hit's test)."""
+        return all(verify(self.blobs, r) for r in refs)
 
     # -- runs --------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -10,7 +10,8 @@ Reads (viewer):
   ``{"logs": [{"step", "stream", "text"}]}``;
 * ``GET /api/v1/pipelines/triggers?pipeline=NAME``: the trigger history;
 * ``GET /api/v1/pipelines/runs/{run_id}/steps/{step}``, ``GET /definitions/{name}``,
-  ``POST /cache`` (``{"keys": [...]}``: earlier successful steps per cache key);
+  ``POST /cache`` (``{"keys": [...]}``: earlier successful steps per cache key), ``POST
+  /values/verify`` (``{"refs": [...]}``: whether each stored value is intact here);
 * ``GET``/``HEAD /api/v1/pipelines/blobs/{digest}``: a step value or log, verified here.
 
 Writes (editor), what a pipeline running elsewhere against this server records
@@ -198,6 +199,10 @@ class CacheBody(BaseModel):
     per_key: int = Field(5, ge=1, le=100)
 
 
+class VerifyBody(BaseModel):
+    refs: list[dict[str, Any]] = Field(max_length=1000)
+
+
 class LockBody(BaseModel):
     run_id: str = Field(min_length=1, max_length=64)
     owner: str = Field(min_length=1, max_length=512)
@@ -290,6 +295,14 @@ async def cache_candidates(request: Request, body: CacheBody) -> JSON:
     keys = [k for k in body.keys if _HEX.match(k)]
     found = await run_in_threadpool(_store(request).cache_candidates, keys, body.per_key)
     return {"candidates": {k: [s.to_dict() for s in steps] for k, steps in found.items()}}
+
+
+@router.post("/values/verify")
+async def verify_values(request: Request, body: VerifyBody) -> JSON:
+    """Whether each value's blobs (a model's files, a list's items) exist here and verify."""
+    _refs(body.refs, "refs")
+    store = _store(request)
+    return {"valid": await run_in_threadpool(lambda: [store.valid([r]) for r in body.refs])}
 
 
 @router.post("/locks/{pipeline}")

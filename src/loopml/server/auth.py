@@ -220,6 +220,7 @@ GET    /api/v1/pipelines/triggers                                   viewer
 GET    /api/v1/pipelines/runs/{run_id}/steps/{step}                 viewer
 GET    /api/v1/pipelines/definitions/{name}                         viewer
 POST   /api/v1/pipelines/cache                                      viewer
+POST   /api/v1/pipelines/values/verify                              viewer
 GET    /api/v1/pipelines/blobs/{digest}                             viewer
 POST   /api/v1/pipelines/runs                                       editor
 POST   /api/v1/pipelines/runs/{run_id}/finish                       editor
