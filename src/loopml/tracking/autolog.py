@@ -1,16 +1,17 @@
-"""Autologging for scikit-learn: one line, and every ``fit`` is a tracked run.
+"""Autologging for scikit-learn (and XGBoost/LightGBM's scikit-learn API): every ``fit`` is a run.
 
 >>> import loopml
 >>> loopml.autolog()                                   # doctest: +SKIP
 >>> LogisticRegression().fit(X, y)                     # doctest: +SKIP
 
 ``fit`` (and ``fit_transform`` / ``fit_predict``) of every scikit-learn estimator, Pipeline,
-GridSearchCV and RandomizedSearchCV is patched. Only the outermost call logs (a Pipeline's
+GridSearchCV and RandomizedSearchCV is patched, and of XGBoost's and LightGBM's scikit-learn
+estimators when those libraries are installed. Only the outermost call logs (a Pipeline's
 steps and a search's inner fits do not), counted per thread/context with a contextvar. The run
 gets the estimator's parameters, training metrics computed on the training data, the model
-(stored with skops, never pickled), and the training data as a dataset input (its content
-digest, shape and schema). A search also logs its best parameters, ``best_cv_score``, its top
-candidates as child runs and ``cv_results.csv``.
+(skops, or XGBoost's/LightGBM's own format; never pickled), and the training data as a dataset
+input (its content digest, shape and schema). A search also logs its best parameters,
+``best_cv_score``, its top candidates as child runs and ``cv_results.csv``.
 
 Autologging never breaks the user's ``fit``: whatever fails while logging becomes one warning
 (none if ``silent``) and ``fit``'s own result or exception is passed on untouched.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
+import importlib
+import importlib.util
 import inspect
 import io
 import logging
@@ -53,6 +56,11 @@ log = logging.getLogger(__name__)
 FLAVOR = "sklearn"
 AUTOLOG_TAG = "mlflow.autologging"
 PATCHED_METHODS = ("fit", "fit_transform", "fit_predict")
+# Libraries whose scikit-learn API estimators are patched too (their flavors store the model).
+FRIENDS = {
+    "xgboost": ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor"),
+    "lightgbm": ("LGBMClassifier", "LGBMRegressor", "LGBMRanker"),
+}
 _EXAMPLE_ROWS = 5
 _MISSING = object()
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("loopml_autolog_depth", default=0)
@@ -135,7 +143,18 @@ def _estimator_classes() -> tuple[type, ...]:
     with warnings.catch_warnings():  # importing every sklearn module may warn about deprecated ones
         warnings.simplefilter("ignore")
         classes = [cls for _, cls in all_estimators()]
-    return tuple(dict.fromkeys([*classes, Pipeline, GridSearchCV, RandomizedSearchCV]))
+    return tuple(dict.fromkeys([*classes, Pipeline, GridSearchCV, RandomizedSearchCV, *_friend_classes()]))
+
+
+def _friend_classes() -> list[type]:
+    """The scikit-learn API estimators of XGBoost and LightGBM, when they are installed."""
+    found: list[type] = []
+    for module_name, names in FRIENDS.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        found += [getattr(module, n) for n in names if isinstance(getattr(module, n, None), type)]
+    return found
 
 
 def _patch_all() -> None:

@@ -364,6 +364,26 @@ def test_the_dataset_digest_links_a_registered_dataset(local: None) -> None:
     assert loopml.data.runs_using(dv) == [run.run_id]
 
 
+def test_xgboost_and_lightgbm_sklearn_estimators_are_autologged(local: None) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    lightgbm = pytest.importorskip("lightgbm")
+    X, y = _binary()
+    loopml.autolog()
+    xgb = xgboost.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1).fit(X, y)
+    lgbm = lightgbm.LGBMRegressor(n_estimators=5, verbose=-1, n_jobs=1).fit(X, y.astype(float))
+    runs = {r.tags["estimator_name"]: r for r in loopml.search_runs()}
+    assert set(runs) == {"XGBClassifier", "LGBMRegressor"}
+    xrun, lrun = runs["XGBClassifier"], runs["LGBMRegressor"]
+    assert xrun.params["max_depth"] == "2" and lrun.params["n_estimators"] == "5"
+    assert xrun.metrics["training_accuracy_score"].value == pytest.approx(
+        metrics.accuracy_score(y, xgb.predict(X))
+    )
+    assert lrun.metrics["training_r2_score"].value == pytest.approx(metrics.r2_score(y, lgbm.predict(X)))
+    for run, model in ((xrun, xgb), (lrun, lgbm)):
+        loaded = loopml.models.load(f"runs:/{run.run_id}/model")  # their own formats, not pickle
+        np.testing.assert_allclose(loaded.predict(X), model.predict(X))
+
+
 def test_invalid_max_tuning_runs_is_refused(local: None) -> None:
     with pytest.raises(InvalidInput, match="max_tuning_runs"):
         loopml.autolog(max_tuning_runs=-1)
