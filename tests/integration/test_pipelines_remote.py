@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,12 +23,16 @@ from sklearn.linear_model import LogisticRegression
 import loopml.data
 import loopml.registry
 from loopml import sdk
+from loopml.client.http_pipelines import HttpPipelineStore
 from loopml.config import Settings
-from loopml.errors import Conflict, PermissionDenied, Unauthenticated
+from loopml.errors import Conflict, NotFound, PermissionDenied, Unauthenticated
 from loopml.governance import roles
 from loopml.governance.identity import IdentityService
 from loopml.pipelines import Pipeline, engine
 from loopml.pipelines.loader import load_target
+from loopml.pipelines.records import Definition, PipelineRunRecord, StepRecord, TriggerRecord
+from loopml.pipelines.store import PipelineStore
+from loopml.pipelines.store_local import SqlPipelineStore
 from loopml.store.db import Database
 from tests.support.live_server import free_port, live_server, loopml_process
 
@@ -404,3 +409,58 @@ def test_bad_step_records_are_refused_naming_the_field(server: tuple[str, Path])
         assert bad.status_code == 400 and "status" in bad.json()["message"]
         missing = http.post("/api/v1/pipelines/runs/nope/finish", json={"status": "FAILED"})
         assert missing.status_code == 404
+
+
+@pytest.fixture(params=["sql", "http"])
+def any_store(
+    request: pytest.FixtureRequest, server: tuple[str, Path], tmp_path: Path
+) -> Iterator[PipelineStore]:
+    """The same store contract on the SQL store and over HTTP (on the live server)."""
+    if request.param == "sql":
+        env = {"LOOPML_HOME": str(tmp_path / "sql-home")}
+        store: PipelineStore = SqlPipelineStore.from_settings(
+            Settings.load(env=env, toml_path=tmp_path / "x")
+        )
+    else:
+        store = HttpPipelineStore(server[0], artifact_root=str(tmp_path / "http-home"), retries=1)
+    yield store
+    store.close()
+
+
+def test_the_store_contract_on_both_stores(any_store: PipelineStore) -> None:
+    store, name = any_store, f"contract-{uuid.uuid4().hex[:8]}"
+    saved = store.put_definition(Definition(name, "flows/x.py:x", "0 * * * *", None, True, {"n": 1}))
+    assert (saved.name, saved.schedule, saved.params, saved.on_alert) == (name, "0 * * * *", {"n": 1}, True)
+    assert store.advance_cursor(name, "dataset_cursor", None, 3)
+    assert not store.advance_cursor(name, "dataset_cursor", None, 4)  # someone moved it first
+    assert store.get_definition(name).dataset_cursor == 3
+    assert name in [d.name for d in store.list_definitions()]
+
+    run = PipelineRunRecord(
+        uuid.uuid4().hex, name, "flows/x.py:x", "RUNNING", {"n": 1}, "inprocess", True, "ana", 1
+    )
+    store.acquire(name, run.run_id)
+    store.create_run(run)
+    with pytest.raises(Conflict, match=f"pipeline '{name}' is already running"):
+        store.acquire(name, uuid.uuid4().hex)
+    key = hashlib.sha256(name.encode()).hexdigest()
+    step = StepRecord(run.run_id, "a", "RUNNING", cache_key=key, started_at=2, upstream=[])
+    store.save_step(step, new=True)
+    step.status, step.finished_at, step.outputs = "SUCCEEDED", 3, [{"kind": "json", "digest": key, "size": 1}]
+    store.save_step(step, new=False)
+    assert store.get_step(run.run_id, "a").outputs == step.outputs
+    assert [s.run_id for s in store.cache_candidates([key])[key]] == [run.run_id]
+    with pytest.raises(NotFound):
+        store.get_step(run.run_id, "b")
+    assert store.unlock(name) == run.run_id  # its run was still RUNNING: marked FAILED
+    assert store.get_run(run.run_id).status == "FAILED"
+    assert store.unlock(name) is None
+
+    trigger = TriggerRecord(uuid.uuid4().hex, name, "manual", "test", "started", None, "", 5)
+    store.record_trigger(trigger)
+    store.update_trigger(trigger.trigger_id, "skipped", run.run_id, "busy")
+    assert [(t.status, t.run_id) for t in store.list_triggers(name)] == [("skipped", run.run_id)]
+    store.delete_definition(name)
+    with pytest.raises(NotFound, match="is not registered"):
+        store.get_definition(name)
+    assert store.latest_dataset_version(f"{name}-none") == 0
