@@ -38,6 +38,13 @@ def pg_url(postgres_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Exports go under this test's $LOOPML_HOME/tmp, not the checkout's."""
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 @pytest.fixture
 def table(pg_url: str) -> Iterator[str]:
     name = f"stats_{uuid.uuid4().hex[:8]}"
@@ -239,9 +246,8 @@ def test_a_postgres_source_joins_exactly_like_the_same_rows_in_parquet(pg_url: s
 
 
 def test_the_export_lives_as_long_as_its_duckdb_connection_and_goes_on_error(
-    pg_url: str, table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, table: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
     con = duckdb.connect()
     relation = PostgresSource(pg_url, table=table).relation(con)
     [export] = (tmp_path / "home" / "tmp").iterdir()  # the default place: $LOOPML_HOME/tmp
