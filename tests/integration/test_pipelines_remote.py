@@ -253,6 +253,8 @@ def test_a_pipeline_runs_remotely_and_a_fresh_machine_reuses_its_outputs(
     rerun = _pipe(flows, "train").run({"dataset": dv.ref, "c": 0.5}, settings=third)
     assert rerun.cached_steps == ["fit", "score"]
     pd.testing.assert_frame_equal(rerun.output("load"), ROWS)
+    healed_copy = _server_blob(server_home, frame_digest).read_bytes()  # the re-run's upload replaced it
+    assert hashlib.sha256(healed_copy).hexdigest() == frame_digest
 
     # A deleted one too; the step that ran again puts its value back on the server.
     score_digest = steps["score"]["outputs"][0]["digest"]

@@ -68,7 +68,15 @@ class HttpBlobStore(BlobStore):
         return io.BytesIO(response.content)
 
     def exists(self, digest: str) -> bool:
-        response = self.api._send("HEAD", self._path(digest), safe=True)
+        return self._head(digest, verify=False)
+
+    def intact(self, digest: str) -> bool:
+        """Whether the server holds the blob and its bytes still hash to ``digest``."""
+        return self._head(digest, verify=True)
+
+    def _head(self, digest: str, *, verify: bool) -> bool:
+        path = self._path(digest) + ("?verify=true" if verify else "")
+        response = self.api._send("HEAD", path, safe=True)
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
@@ -108,8 +116,9 @@ class MirroredBlobStore(BlobStore):
             self.local.put_hashed(data, digest)
 
     def upload(self, digest: str) -> None:
-        """Send the local blob to the server unless the server has it (the server checks it)."""
-        if not self.remote.exists(digest):
+        """Send the local blob to the server unless the server has an intact copy (a corrupt
+        one is replaced: the server hashes what it receives)."""
+        if not self.remote.intact(digest):
             with self.local.open_raw(digest) as fh:
                 size = fh.seek(0, io.SEEK_END)
                 self.remote.upload(fh, digest, size)

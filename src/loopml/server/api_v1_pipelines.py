@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from loopml.config import Settings
-from loopml.errors import InvalidInput
+from loopml.errors import IntegrityError, InvalidInput, NotFound
 from loopml.monitoring.local import LocalMonitorService
 from loopml.pipelines.engine import context
 from loopml.pipelines.records import (
@@ -395,10 +395,25 @@ def _store_checked(store: PipelineStore, digest: str, spooled: IO[bytes]) -> int
 
 
 @router.api_route("/blobs/{digest}", methods=["HEAD"], include_in_schema=False)
-async def blob_exists(request: Request, digest: str) -> Response:
+async def blob_exists(request: Request, digest: str, verify: bool = False) -> Response:
+    """200 when stored; with ``verify=true`` only when the stored bytes still hash to ``digest``
+    (a client about to skip an upload asks this, so a rotten copy gets replaced)."""
     blob_key(digest)
-    found = await run_in_threadpool(_store(request).blobs.exists, digest)
+    store = _store(request)
+    if verify:
+        found = await run_in_threadpool(_intact, store, digest)
+    else:
+        found = await run_in_threadpool(store.blobs.exists, digest)
     return Response(status_code=200 if found else 404)
+
+
+def _intact(store: PipelineStore, digest: str) -> bool:
+    try:
+        for _ in store.blobs.iter_verified(digest):
+            pass
+    except (NotFound, IntegrityError):
+        return False
+    return True
 
 
 @router.get("/blobs/{digest}", response_class=StreamingResponse)

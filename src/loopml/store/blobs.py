@@ -113,9 +113,10 @@ class LocalBlobStore(BlobStore):
                 os.fsync(out.fileno())
             digest = hasher.hexdigest()
             final = self.root / blob_key(digest)
-            if not final.exists():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, final)
+            # Replace even when a copy exists: this one was hashed as written, so it also heals a
+            # stored copy that rotted or was altered (readers holding the old file keep it).
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
             return digest, size
         finally:
             Path(tmp_name).unlink(missing_ok=True)
