@@ -64,6 +64,7 @@ reliability: venv sysdeps
 
 bench: venv
 	$(BIN)/python bench/tracking/run.py
+	$(BIN)/python bench/tracking/autolog.py
 	$(BIN)/python bench/registry/cold_load.py
 	$(BIN)/python bench/serving/run.py
 	$(BIN)/python bench/drift/run.py
