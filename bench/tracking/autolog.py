@@ -13,7 +13,9 @@ Each tool runs in its own child process: loopml in ``.venv`` with an embedded st
 content-addressed artifact store) under a fresh ``LOOPML_HOME``; MLflow in its own venv
 (``.bench/mlflow-venv``, created with the same scikit-learn/NumPy/SciPy versions; ``--mlflow-venv``
 to use another) with a ``sqlite:///`` tracking URI and a ``file://`` artifact location, both in a
-temporary directory. Each child, in this order:
+temporary directory under ``.bench/``, which is its working directory: inside this git checkout,
+as a user's training script would be (loopml records the commit and the uncommitted diff with
+each run, MLflow the commit). Each child, in this order:
 
 - imports scikit-learn, then the tool (measured: "import"), then creates one experiment per
   workload (measured: "store setup": MLflow creates and migrates its database here);
@@ -33,13 +35,19 @@ overhead of a tool is its median minus the floor median (autologging off, before
 child. Settings, chosen so both do comparable work: models logged (both defaults, with a
 signature), datasets logged (both defaults), input examples off (both defaults), MLflow's
 ``log_post_training_metrics=False`` (loopml has none), at most 5 tuning child runs (both
-defaults); everything else at its default.
+defaults); everything else at its default. Work only one side does, at its defaults: MLflow
+also renders three training plots (PNG) and ``estimator.html``, pickles the model with
+cloudpickle (loopml: skops) and infers its pip requirements in a Python subprocess; loopml also
+stores the environment's package list per run. The report lists what the last run of each
+workload holds, and the part of each fit's CPU spent in subprocesses with the ratio of the
+in-process overheads (what the tool costs inside the user's own process).
 
 Target: loopml's overhead <= MLflow's (ratio MLflow overhead / loopml overhead >= 1.0) for
 every workload.
 
 Usage: ``.venv/bin/python bench/tracking/autolog.py [--quick] [--only loopml|mlflow] [--json F]``
-``[--mlflow-venv DIR] [--workload NAME ...] [--fits N,N,N] [--keep-data] [--fail-on-target]``.
+``[--mlflow-venv DIR] [--workload NAME ...] [--fits NAME=N,...] [--keep-data] [--fail-on-target]``.
+``--mlflow-venv .venv`` reuses loopml's venv, which has MLflow too.
 """
 
 from __future__ import annotations
@@ -377,7 +385,7 @@ def mlflow_python(venv: Path) -> Path:
 def child_env(tool: str, work: Path) -> dict[str, str]:
     """The child's environment: pinned BLAS threads, no inherited tracking settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "MLFLOW_"))}
-    extra = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "PYTHONWARNINGS": "default"}
+    extra = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     if tool == "loopml":
         extra["LOOPML_HOME"] = str(work / "loopml-home")
     return pinned_env(base, **extra)
@@ -484,8 +492,22 @@ def print_report(rows: list[Row], results: dict[str, dict[str, Any]]) -> None:
             f"  {r.workload}: subprocess CPU per autologged fit loopml {_f(r.loopml_sub_ms)} ms, "
             f"mlflow {_f(r.mlflow_sub_ms)} ms; ratio of in-process overheads {_f(r.in_process_ratio, '.2f')}"
         )
+    print_first_call(results)
     for tool, res in results.items():
         print_tool_notes(tool, res)
+
+
+def print_first_call(results: dict[str, dict[str, Any]]) -> None:
+    """The one-time costs, side by side: ``autolog()``'s first call, and with the tool's import
+    (``import mlflow.sklearn`` already loads scikit-learn modules that loopml's first call loads)."""
+    first = {t: r["autolog_first_cpu_ms"] for t, r in results.items()}
+    both = {t: r["import_cpu_ms"] + r["autolog_first_cpu_ms"] for t, r in results.items()}
+    print(
+        "autolog() first call, CPU ms: "
+        + ", ".join(f"{t} {v:.0f}" for t, v in first.items())
+        + "; import + first call: "
+        + ", ".join(f"{t} {v:.0f}" for t, v in both.items())
+    )
 
 
 def print_tool_notes(tool: str, res: dict[str, Any]) -> None:
