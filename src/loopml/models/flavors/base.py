@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,19 @@ def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in packages:
         for dist in _DIST_ALIASES.get(name, (name,)):
-            try:
-                found[dist] = importlib.metadata.version(dist)
+            version = _version(dist)
+            if version is not None:
+                found[dist] = version
                 break
-            except importlib.metadata.PackageNotFoundError:
-                continue
     return found
+
+
+@functools.lru_cache(maxsize=256)
+def _version(dist: str) -> str | None:
+    """A distribution's version, looked up once per process: ``importlib.metadata`` scans every
+    path entry on each call (milliseconds a model), and the code a process has imported does
+    not change under it."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
