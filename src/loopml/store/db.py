@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, pool, 
 from sqlalchemy.engine import make_url
 
 # The newest migration; a test asserts it matches Alembic's head.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "loopml_write"
 _CHANGES = "loopml_changes_at_begin"

@@ -538,6 +538,8 @@ pipeline_locks = Table(
     Column("run_id", String(32), nullable=False),
     Column("owner", String(256), nullable=False),
     Column("acquired_at", BigInteger, nullable=False),
+    # Renewed by the running engine; a lock not renewed within the lease is stale (0010).
+    Column("heartbeat_at", BigInteger, nullable=True),
 )
 
 # ---- governance: users, tokens, roles, audit log (migration 0009) ------------------------------
