@@ -42,6 +42,9 @@ class Settings:
     executor: str = "inprocess"
     # Whether ``loopml server`` runs the pipeline scheduler (cron, dataset and alert triggers).
     pipeline_scheduler: bool = True
+    # A pipeline run lock is a lease: a lock not renewed for this many seconds (its client died)
+    # is taken over by the next run (LOOPML_PIPELINE_LEASE_S).
+    pipeline_lease_s: float = 60.0
     # Host header names the server answers besides loopback names, IP literals, its bind host and
     # the machine's name (DNS rebinding protection); comma-separated, "*" allows any.
     allowed_hosts: tuple[str, ...] = ()
@@ -103,6 +106,7 @@ class Settings:
             executor=values.get("executor") or "inprocess",
             pipeline_scheduler=str(values.get("pipeline_scheduler", "1")).lower()
             not in ("0", "false", "no", "off"),
+            pipeline_lease_s=_as_seconds(values, "pipeline_lease_s", 60.0),
             online_store=values.get("online_store") or None,
             allowed_hosts=tuple(h.strip() for h in str(values.get("allowed_hosts", "")).split(",")),
             bind_host=values.get("bind_host", ""),
@@ -119,6 +123,20 @@ def _as_int(values: Mapping[str, str], name: str, default: int) -> int:
         raise InvalidInput(
             f"setting {name} must be an integer, got {raw!r}; fix {_ENV_PREFIX}{name.upper()}"
         ) from None
+
+
+def _as_seconds(values: Mapping[str, str], name: str, default: float) -> float:
+    raw = values.get(name, default)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise InvalidInput(
+            f"setting {name} must be a positive number of seconds, got {raw!r}; "
+            f"fix {_ENV_PREFIX}{name.upper()}"
+        )
+    return seconds
 
 
 def _login_name() -> str:

@@ -42,11 +42,13 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
         retries: int = 5,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        lease_s: float = 60.0,
     ) -> None:
         super().__init__(
             base_url, user=user, token=token, retries=retries, timeout=timeout, transport=transport
         )
         self.artifact_root = artifact_root
+        self.lease_s = lease_s
         self.blobs = MirroredBlobStore(open_blob_store(artifact_root), HttpBlobStore(self))
 
     @classmethod
@@ -60,6 +62,7 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
             token=settings.token,
             retries=settings.http_retries,
             timeout=settings.http_timeout,
+            lease_s=settings.pipeline_lease_s,
         )
 
     def stage(self, refs: list[Ref]) -> None:
@@ -119,8 +122,18 @@ class HttpPipelineStore(UserApiClient, PipelineStore):
 
     # -- locks -------------------------------------------------------------------------------
     def acquire(self, pipeline: str, run_id: str, owner: str | None = None) -> None:
+        """Take the lock on the server, which decides staleness on its clock; its lease (which
+        may differ from this machine's setting) is the one to renew within."""
         body = {"run_id": run_id, "owner": owner or owner_id()}
-        self._call("POST", f"/pipelines/locks/{_q(pipeline)}", json=body)
+        found = self._call("POST", f"/pipelines/locks/{_q(pipeline)}", json=body)
+        if isinstance(found.get("lease_s"), int | float) and found["lease_s"] > 0:
+            self.lease_s = float(found["lease_s"])
+
+    def renew(self, pipeline: str, run_id: str) -> bool:
+        found = self._call(
+            "POST", f"/pipelines/locks/{_q(pipeline)}/renew", json={"run_id": run_id}, safe=True
+        )
+        return bool(found["renewed"])
 
     def release(self, pipeline: str, run_id: str) -> None:
         self._call("DELETE", f"/pipelines/locks/{_q(pipeline)}", params={"run_id": run_id})

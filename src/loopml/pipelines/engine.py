@@ -16,6 +16,7 @@ retries fails the run: running steps finish, nothing new starts, the traceback i
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -47,6 +48,7 @@ from loopml.tracking.local import LocalTrackingService
 from loopml.tracking.service import TrackingService
 
 _KEY_VERSION = "loopml-pipelines-1"
+log = logging.getLogger("loopml.pipelines.engine")
 _lock = threading.Lock()
 _contexts: dict[Settings, tuple[PipelineStore, TrackingService]] = {}
 
@@ -177,14 +179,18 @@ def run_pipeline(
         params=recordable(values), executor=ex.name, use_cache=use_cache, created_by=settings.user,
         started_at=now_ms(), trigger_id=trigger_id, resumed_from=resume_from,
     )  # fmt: skip
+    lease: Lease | None = None
     try:
         if not concurrent:
             store.acquire(pipe.name, record.run_id)
+            lease = Lease(store, pipe.name, record.run_id).start()
         try:
             runner = _Runner(store, RunTracker(tracking, store.blobs), ex, record, graph, progress)
+            runner.lost = lease.lost if lease else None
             runner.run()
         finally:
-            if not concurrent:
+            if lease is not None:
+                lease.stop()
                 store.release(pipe.name, record.run_id)
     finally:
         if own:
@@ -193,6 +199,55 @@ def run_pipeline(
     if raise_on_failure and result.status == FAILED:
         raise PipelineFailed(result.record.error or "failed", details={"run_id": record.run_id})
     return result
+
+
+class Lease:
+    """Renews a run's lock from a daemon thread every ``store.lease_s / 3`` seconds.
+
+    Renewal happens while a step runs (in this process, a pool or on Ray), so a long step does
+    not let the lease expire. A renewal that finds the lock taken over (this run's client was
+    unreachable for longer than the lease) sets :attr:`lost` and stops; the engine then fails
+    the run at its next step boundary instead of writing alongside the run that took over. A
+    renewal that fails (the server briefly unreachable) is retried at the next interval.
+
+    >>> lease = Lease(store, "training", run_id).start()  # doctest: +SKIP
+    >>> lease.stop()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, store: PipelineStore, pipeline: str, run_id: str) -> None:
+        self.store, self.pipeline, self.run_id = store, pipeline, run_id
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"loopml-lease-{run_id[:12]}", daemon=True)
+
+    def start(self) -> Lease:
+        """Start renewing; returns ``self``."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop renewing and wait for the thread (bounded: a renewal in flight has its timeout)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(max(self.store.lease_s / 3, 0.01)):
+            try:
+                held = self.store.renew(self.pipeline, self.run_id)
+            except Exception as exc:  # a network or database hiccup: the next interval retries
+                log.warning(
+                    "pipeline %s run %s: could not renew its lock: %s", self.pipeline, self.run_id, exc
+                )
+                continue
+            if not held:
+                log.warning(
+                    "pipeline %s run %s: run lock lost (another run took over after the %g s lease "
+                    "expired); the run stops at its next step boundary",
+                    self.pipeline, self.run_id, self.store.lease_s,
+                )  # fmt: skip
+                self.lost.set()
+                return
 
 
 def _is_plain(value: Any) -> bool:
@@ -236,6 +291,7 @@ class _Runner:
         self.queue: list[_Unit] = []
         self.maps: dict[str, list[Ref | None]] = {}
         self.failed: StepRecord | None = None
+        self.lost: threading.Event | None = None  # set when the run's lock lease was taken over
         self.digests: dict[int, str] = {}
         self.reuse: dict[str, StepRecord] = {}
         self.candidates: dict[str, list[StepRecord]] = {}
@@ -257,7 +313,14 @@ class _Runner:
             error = f"{type(exc).__name__}: {exc}"
             self._finish(FAILED, error)
             raise
-        if self.failed is not None:
+        if self._lock_lost():
+            error = (
+                f"run lock lost: another run took over after the lease expired (not renewed within "
+                f"{self.store.lease_s:g} s; see `loopml pipeline list --runs`); this run stopped at a "
+                f"step boundary, `loopml pipeline resume {self.record.run_id}` continues it"
+            )
+            self._abandon_running(error)
+        elif self.failed is not None:
             last = (self.failed.error or "").strip().splitlines()[-1:] or ["failed"]
             error = (
                 f"step {self.failed.step!r} failed after {self.failed.attempts} attempt(s): {last[0]}; "
@@ -266,16 +329,29 @@ class _Runner:
             )
         self._finish(FAILED if error else SUCCEEDED, error)
 
+    def _may_start(self) -> bool:
+        return self.failed is None and not self._lock_lost()
+
+    def _lock_lost(self) -> bool:
+        return self.lost is not None and self.lost.is_set()
+
+    def _abandon_running(self, error: str) -> None:
+        """Steps still running when the lock was lost: recorded FAILED, their results dropped."""
+        for _, step in self.running.values():
+            step.status, step.error, step.finished_at = FAILED, error, now_ms()
+            self.store.save_step(step, new=False)
+        self.running.clear()
+
     def _finish(self, status: str, error: str | None) -> None:
         self.store.finish_run(self.record.run_id, status, error)
         self.tracker.finish(status, now_ms())
 
     def _loop(self) -> None:
-        while True:
+        while not self._lock_lost():
             if self.failed is None:
                 self._schedule_ready()
                 self._prefetch()
-                while self.queue and len(self.running) < self.ex.slots and self.failed is None:
+                while self.queue and len(self.running) < self.ex.slots and self._may_start():
                     self._start(self.queue.pop(0))
             if not self.running:
                 if self.failed is None and self.queue:

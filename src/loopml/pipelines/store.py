@@ -8,7 +8,9 @@ server), so one pipeline runs unchanged against either.
 
 The cache is the steps that succeeded, looked up by ``cache_key``; the run lock per pipeline
 (taken to start, released at the end) keeps two schedulers, or a scheduler and a person, from
-running the same pipeline twice at once.
+running the same pipeline twice at once. The lock is a lease: the running engine renews it
+every ``lease_s / 3`` seconds, and a lock not renewed for ``lease_s`` (its client died, or lost
+the network) is taken over by the next run, so a dead laptop cannot block a pipeline forever.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ class PipelineStore(abc.ABC):
     step values and logs as the engine reads and writes them, and ``artifact_root`` the blob
     root a step task (possibly in another process) writes its outputs to. A store whose tasks
     write somewhere else than ``blobs`` overrides :meth:`stage` and :meth:`publish`.
+    ``lease_s`` is how long a run lock lives without :meth:`renew`; the store decides when a
+    lock is stale, on its own clock (the server's, over HTTP).
     """
 
     blobs: BlobStore
     artifact_root: str
+    lease_s: float = 60.0
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (the default holds none)."""
@@ -91,6 +96,10 @@ class PipelineStore(abc.ABC):
     @abc.abstractmethod
     def acquire(self, pipeline: str, run_id: str, owner: str | None = None) -> None:
         """Take the pipeline's run lock or raise ``Conflict`` naming the run that holds it."""
+
+    @abc.abstractmethod
+    def renew(self, pipeline: str, run_id: str) -> bool:
+        """Extend the lease of ``run_id``'s lock; ``False`` if it no longer holds it (taken over)."""
 
     @abc.abstractmethod
     def release(self, pipeline: str, run_id: str) -> None:

@@ -1,18 +1,20 @@
 """The pipeline store on the metadata database: runs, steps, definitions, triggers and run locks.
 
 The cache is the ``pipeline_steps`` rows that succeeded, looked up by ``cache_key``; the
-lock row per pipeline (inserted to start, deleted at the end) is what keeps two schedulers
-(or a scheduler and a person) from running the same pipeline twice at once.
+lock row per pipeline (inserted to start, renewed while running, deleted at the end) is what
+keeps two schedulers (or a scheduler and a person) from running the same pipeline twice at
+once. Its ``heartbeat_at`` is the lease: a row not renewed for ``lease_s`` is taken over.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from loopml.config import Settings
@@ -39,18 +41,37 @@ from loopml.store.schema import (
 )
 
 
+class _Holder(NamedTuple):
+    run_id: str
+    owner: str
+    renewed_at: int  # ms: the last renewal (when it was taken, for a lock without one)
+
+
 class SqlPipelineStore(PipelineStore):
     """Reads and writes of the pipeline tables; every method is one short transaction."""
 
-    def __init__(self, db: Database, blobs: BlobStore, artifact_root: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        artifact_root: str,
+        *,
+        lease_s: float = 60.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.artifact_root = artifact_root
+        self.lease_s = lease_s
+        self.clock = clock  # milliseconds since the epoch: when locks are renewed and go stale
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqlPipelineStore:
         return cls(
-            Database(settings.database_url), open_blob_store(settings.artifact_root), settings.artifact_root
+            Database(settings.database_url),
+            open_blob_store(settings.artifact_root),
+            settings.artifact_root,
+            lease_s=settings.pipeline_lease_s,
         )
 
     def close(self) -> None:
@@ -157,14 +178,17 @@ class SqlPipelineStore(PipelineStore):
     # -- locks -------------------------------------------------------------------------------
     def acquire(self, pipeline: str, run_id: str, owner: str | None = None) -> None:
         """Take the pipeline's run lock for ``owner`` (default: this process), or raise
-        ``Conflict`` naming the run holding it. A lock whose run has finished, or whose owner
-        process on this host is gone, is taken over."""
+        ``Conflict`` naming the run holding it and when its lease expires. A lock whose run has
+        finished, whose owner process on this host is gone, or that was not renewed within
+        ``lease_s`` is taken over (its run, if still RUNNING, is marked FAILED)."""
+        owner = owner or owner_id()
         for _ in range(3):
+            now = self.clock()
             try:
                 with self.db.write() as conn:
                     conn.execute(
                         insert(pipeline_locks).values(
-                            pipeline=pipeline, run_id=run_id, owner=owner or owner_id(), acquired_at=now_ms()
+                            pipeline=pipeline, run_id=run_id, owner=owner, acquired_at=now, heartbeat_at=now
                         )
                     )
                 return
@@ -172,14 +196,23 @@ class SqlPipelineStore(PipelineStore):
                 holder = self._lock_holder(pipeline)
                 if holder is None:
                     continue
-                if not self._stale(*holder):
-                    raise Conflict(
-                        f"pipeline {pipeline!r} is already running (run {holder[0]}); wait for it to "
-                        f"finish, or if its process is gone `loopml pipeline unlock {pipeline}`",
-                        details={"pipeline": pipeline, "run_id": holder[0]},
-                    ) from None
-                self.unlock(pipeline)
+                why = self._stale(holder)
+                if why is None:
+                    raise self._busy(pipeline, holder) from None
+                if self._take_over(pipeline, holder, run_id, owner, why):
+                    return
         raise Conflict(f"pipeline {pipeline!r}: could not take its run lock", details={"pipeline": pipeline})
+
+    def renew(self, pipeline: str, run_id: str) -> bool:
+        """Move the lease of ``run_id``'s lock to now; ``False`` if another run took it over."""
+        t = pipeline_locks
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(t)
+                .where(and_(t.c.pipeline == pipeline, t.c.run_id == run_id))
+                .values(heartbeat_at=self.clock())
+            )
+        return done.rowcount == 1
 
     def release(self, pipeline: str, run_id: str) -> None:
         t = pipeline_locks
@@ -192,39 +225,80 @@ class SqlPipelineStore(PipelineStore):
         holder = self._lock_holder(pipeline)
         if holder is None:
             return None
-        with self.db.write() as conn:
-            conn.execute(
-                update(pipeline_runs)
-                .where(and_(pipeline_runs.c.run_id == holder[0], pipeline_runs.c.status == RUNNING))
-                .values(
-                    status="FAILED", finished_at=now_ms(), error=f"abandoned: {holder[1]} stopped running it"
-                )
-            )
-        self.release(pipeline, holder[0])
-        return holder[0]
+        self._abandon(holder.run_id, f"abandoned: {holder.owner} stopped running it")
+        self.release(pipeline, holder.run_id)
+        return holder.run_id
 
-    def _lock_holder(self, pipeline: str) -> tuple[str, str] | None:
+    def _lock_holder(self, pipeline: str) -> _Holder | None:
         with self.db.read() as conn:
             row = conn.execute(select(pipeline_locks).where(pipeline_locks.c.pipeline == pipeline)).first()
-        return None if row is None else (str(row.run_id), str(row.owner))
+        if row is None:
+            return None
+        renewed = row.heartbeat_at if row.heartbeat_at is not None else row.acquired_at
+        return _Holder(str(row.run_id), str(row.owner), int(renewed))
 
-    def _stale(self, run_id: str, owner: str) -> bool:
+    def _busy(self, pipeline: str, holder: _Holder) -> Conflict:
+        age_s = max(0, self.clock() - holder.renewed_at) / 1000
+        return Conflict(
+            f"pipeline {pipeline!r} is already running (run {holder.run_id}, held by {holder.owner}, "
+            f"last renewed {age_s:.0f} s ago); it expires after {self.lease_s:g} s without renewal; "
+            f"wait for it, or `loopml pipeline unlock {pipeline}`",
+            details={
+                "pipeline": pipeline, "run_id": holder.run_id, "owner": holder.owner,
+                "renewed_s_ago": round(age_s, 3), "lease_s": self.lease_s,
+            },
+        )  # fmt: skip
+
+    def _stale(self, holder: _Holder) -> str | None:
+        """Why the holder's lock may be taken over (None: it is live)."""
         with self.db.read() as conn:
             status = conn.execute(
-                select(pipeline_runs.c.status).where(pipeline_runs.c.run_id == run_id)
+                select(pipeline_runs.c.status).where(pipeline_runs.c.run_id == holder.run_id)
             ).scalar()
         if status is not None and status != RUNNING:
-            return True
-        host, _, pid = owner.rpartition(":")
+            return f"abandoned: its run is {status}"
+        age_ms = self.clock() - holder.renewed_at
+        if age_ms > self.lease_s * 1000:
+            return (
+                f"abandoned: its run lock lease expired ({holder.owner} did not renew it for "
+                f"{age_ms / 1000:.0f} s; the lease is {self.lease_s:g} s), so another run took over"
+            )
+        host, _, pid = holder.owner.rpartition(":")
         if host != socket.gethostname() or not pid.isdigit():
-            return False
+            return None
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            return True
+            return f"abandoned: {holder.owner} stopped running it"
         except PermissionError:
+            return None
+        return None
+
+    def _take_over(self, pipeline: str, holder: _Holder, run_id: str, owner: str, why: str) -> bool:
+        """Hand the stale lock to ``run_id`` if nobody renewed or took it meanwhile (one
+        conditional update, so of two runs taking over one wins) and fail the abandoned run."""
+        t, now = pipeline_locks, self.clock()
+        renewed = func.coalesce(t.c.heartbeat_at, t.c.acquired_at)
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(t)
+                .where(
+                    and_(t.c.pipeline == pipeline, t.c.run_id == holder.run_id, renewed == holder.renewed_at)
+                )
+                .values(run_id=run_id, owner=owner, acquired_at=now, heartbeat_at=now)
+            )
+        if done.rowcount != 1:
             return False
-        return False
+        self._abandon(holder.run_id, why)
+        return True
+
+    def _abandon(self, run_id: str, error: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(pipeline_runs)
+                .where(and_(pipeline_runs.c.run_id == run_id, pipeline_runs.c.status == RUNNING))
+                .values(status="FAILED", finished_at=now_ms(), error=error)
+            )
 
     # -- definitions -------------------------------------------------------------------------
     def put_definition(self, d: Definition) -> Definition:

@@ -17,7 +17,9 @@ Reads (viewer):
 Writes (editor), what a pipeline running elsewhere against this server records
 (:class:`loopml.client.http_pipelines.HttpPipelineStore`): ``POST /runs``, ``POST
 /runs/{run_id}/finish``, ``PUT /runs/{run_id}/tracking-run``, ``PUT /runs/{run_id}/steps/{step}``,
-``POST``/``DELETE /locks/{pipeline}`` (the run lock: 409 while another run holds it), ``POST
+``POST``/``DELETE /locks/{pipeline}`` (the run lock: 409 while another run holds it and its
+lease, ``LOOPML_PIPELINE_LEASE_S``, has not expired), ``POST /locks/{pipeline}/renew``
+(``{"run_id"}``: extends the lease; ``{"renewed": false}`` once another run took over), ``POST
 /locks/{pipeline}/unlock``, ``PUT``/``DELETE /definitions/{name}``, ``POST
 /definitions/{name}/cursor``, ``POST /triggers``, ``PATCH /triggers/{trigger_id}`` and ``PUT
 /blobs/{digest}`` (hashed while stored: bytes that do not hash to ``digest`` are refused with 400
@@ -208,6 +210,10 @@ class LockBody(BaseModel):
     owner: str = Field(min_length=1, max_length=512)
 
 
+class RenewBody(BaseModel):
+    run_id: str = Field(min_length=1, max_length=64)
+
+
 class DefinitionBody(BaseModel):
     target: str = Field(min_length=1, max_length=1024)
     schedule: str | None = None
@@ -307,8 +313,15 @@ async def verify_values(request: Request, body: VerifyBody) -> JSON:
 
 @router.post("/locks/{pipeline}")
 async def acquire_lock(request: Request, pipeline: str, body: LockBody) -> JSON:
-    await run_in_threadpool(_store(request).acquire, pipeline, body.run_id, body.owner)
-    return {"pipeline": pipeline, "run_id": body.run_id}
+    store = _store(request)
+    await run_in_threadpool(store.acquire, pipeline, body.run_id, body.owner)
+    return {"pipeline": pipeline, "run_id": body.run_id, "lease_s": store.lease_s}
+
+
+@router.post("/locks/{pipeline}/renew")
+async def renew_lock(request: Request, pipeline: str, body: RenewBody) -> JSON:
+    """Extend the lease of the run's lock; ``renewed`` is false once another run took it over."""
+    return {"renewed": await run_in_threadpool(_store(request).renew, pipeline, body.run_id)}
 
 
 @router.delete("/locks/{pipeline}")

@@ -228,6 +228,7 @@ PUT    /api/v1/pipelines/runs/{run_id}/tracking-run                 editor
 PUT    /api/v1/pipelines/runs/{run_id}/steps/{step}                 editor
 POST   /api/v1/pipelines/locks/{pipeline}                           editor
 DELETE /api/v1/pipelines/locks/{pipeline}                           editor
+POST   /api/v1/pipelines/locks/{pipeline}/renew                     editor
 POST   /api/v1/pipelines/locks/{pipeline}/unlock                    editor
 PUT    /api/v1/pipelines/definitions/{name}                         editor
 DELETE /api/v1/pipelines/definitions/{name}                         editor
