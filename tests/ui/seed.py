@@ -93,6 +93,8 @@ def _runs(tracking: LocalTrackingService, dataset_digest: str) -> tuple[str, lis
     tracking.put_artifact(first, "report.html", io.BytesIO(HTML_ATTACK))
     tracking.put_artifact(first, "notes.txt", io.BytesIO(b"trained on churn@1\n"))
     tracking.put_artifact(first, "predictions.csv", io.BytesIO(b"id,score\n1,0.9\n2,0.1\n"))
+    table = b'{"columns": ["customer", "error"], "data": [["c-17", 0.42], ["c-23", 0.05]]}'
+    tracking.put_artifact(first, "errors.json", io.BytesIO(table))  # as loopml.log_table writes it
     return exp, ids, names
 
 

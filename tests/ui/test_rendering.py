@@ -75,3 +75,14 @@ def test_a_pipeline_dag_is_drawn_as_layered_svg_with_status_cache_and_duration()
 
 def test_a_run_without_steps_draws_no_dag() -> None:
     assert dag_svg([]) is None
+
+
+def test_a_logged_table_json_is_previewed_as_a_table_and_anything_else_as_text() -> None:
+    from loopml.ui.artifacts import _logged_table
+
+    table = _logged_table(b'{"columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}', False)
+    assert table == {"header": ["a", "b"], "rows": [[1, "x"], [2, "y"]], "truncated": False}
+    assert _logged_table(b'{"columns": ["a"], "data": [[1, 2]]}', False) is None  # ragged row
+    assert _logged_table(b'{"columns": ["a"], "data": [[1]], "other": 1}', False) is None
+    assert _logged_table(b'{"columns": ["a"], "data": [[1]]}', True) is None  # cut at the preview size
+    assert _logged_table(b"[1, 2]", False) is None and _logged_table(b"{not json", False) is None

@@ -25,6 +25,7 @@ def _pages(site: Site) -> list[tuple[str, str, int]]:
         (f"/ui/runs/{run}/artifacts/plots/confusion.png", "Download", 0),
         (f"/ui/runs/{run}/artifacts/predictions.csv", "score", 0),
         (f"/ui/runs/{run}/artifacts/notes.txt", "trained on churn@1", 0),
+        (f"/ui/runs/{run}/artifacts/errors.json", "c-17", 0),
         (f"/ui/runs/{run}/artifacts/report.html", "only offered as downloads", 0),
         ("/ui/compare?" + "&".join(f"run={r}" for r in d.run_ids[:3]), "Parallel coordinates", 3),
         ("/ui/models", "Pending approvals", 0),
@@ -265,6 +266,9 @@ def test_artifacts_preview_safely(site: Site, watched: tuple[Any, Watch]) -> Non
         page.click("a.button")
     assert download.value.suggested_filename == "report.html"
     assert page.evaluate("window.__pwned === undefined")
+    page.goto(f"{site.url}/ui/runs/{run}/artifacts/errors.json")  # a log_table file shows as a table
+    assert page.locator("table th").all_inner_texts()[:2] == ["customer", "error"]
+    assert page.locator("table tbody tr").count() == 2
 
 
 def test_a_pipeline_run_shows_its_steps_and_cache_hits(site: Site, watched: tuple[Any, Watch]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import mimetypes
 from collections.abc import Iterator
 from typing import Any
@@ -71,6 +72,25 @@ def _table_preview(svc: TrackingService, run_id: str, path: str, ext: str) -> di
     return {"header": header, "rows": body[:PREVIEW_ROWS], "truncated": more or len(body) > PREVIEW_ROWS}
 
 
+def _logged_table(raw: bytes, more: bool) -> dict[str, Any] | None:
+    """A table logged with ``log_table`` (MLflow's ``{"columns": [...], "data": [[...]]}``), or None."""
+    if more:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(doc, dict) and set(doc) == {"columns", "data"}):
+        return None
+    header, data = doc["columns"], doc["data"]
+    if not (isinstance(header, list) and isinstance(data, list)):
+        return None
+    if not all(isinstance(row, list) and len(row) == len(header) for row in data):
+        return None
+    rows, truncated = data[:PREVIEW_ROWS], len(data) > PREVIEW_ROWS
+    return {"header": [str(c) for c in header], "rows": rows, "truncated": truncated}
+
+
 @router.get("/runs/{run_id}/artifacts/{path:path}")
 def artifact_page(request: Request, run_id: str, path: str) -> Response:
     svc: TrackingService = request.app.state.tracking
@@ -84,7 +104,11 @@ def artifact_page(request: Request, run_id: str, path: str) -> Response:
         ctx["kind"], ctx["table"] = "table", _table_preview(svc, run_id, path, ext)
     elif ext in TEXT_EXT:
         raw, more = _head(svc.iter_artifact(run_id, path), PREVIEW_BYTES)
-        ctx["kind"], ctx["text"], ctx["truncated"] = "text", raw.decode("utf-8", errors="replace"), more
+        table = _logged_table(raw, more) if ext == ".json" else None
+        if table is not None:
+            ctx["kind"], ctx["table"] = "table", table
+        else:
+            ctx["kind"], ctx["text"], ctx["truncated"] = "text", raw.decode("utf-8", errors="replace"), more
     return page(request, "artifact.html", "experiments", **ctx)
 
 
