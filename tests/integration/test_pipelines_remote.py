@@ -355,6 +355,35 @@ def test_two_runs_of_one_pipeline_at_once_one_gets_conflict(
     assert statuses == ["SUCCEEDED"]
 
 
+def test_a_lock_whose_client_stopped_renewing_is_taken_over_after_the_lease(
+    tmp_path_factory: pytest.TempPathFactory, laptop: Callable[..., Settings], flows: Path, tmp_path: Path
+) -> None:
+    home = tmp_path_factory.mktemp("pipelines-lease") / "server"
+    home.mkdir()
+    env = {"LOOPML_PIPELINE_SCHEDULER": "0", "LOOPML_MONITOR_SCHEDULER": "0", "LOOPML_PIPELINE_LEASE_S": "3"}
+    with live_server(home, env=env) as url:
+        dead = HttpPipelineStore(url, artifact_root=str(tmp_path / "dead-laptop"), retries=1)
+        run_id = uuid.uuid4().hex
+        target = f"{flows}:fragile"
+        dead.create_run(
+            PipelineRunRecord(run_id, "fragile", target, "RUNNING", {}, "inprocess", True, "ana", 1)
+        )
+        dead.acquire("fragile", run_id, owner="dead-laptop:1")  # and then it never renews
+        taken = time.monotonic()
+        assert dead.lease_s == 3.0  # the server's lease, not this machine's default
+        settings = laptop(url, "second-laptop")
+        with pytest.raises(Conflict, match="it expires after 3 s without renewal"):
+            _pipe(flows, "fragile").run({}, settings=settings)
+        time.sleep(max(0.0, taken + 3.5 - time.monotonic()))
+        result = _pipe(flows, "fragile").run({"n": 2}, settings=settings)  # renewed over HTTP
+        assert (result.status, result.value) == ("SUCCEEDED", 6)
+        assert engine.context(settings)[0].lease_s == 3.0
+        abandoned = dead.get_run(run_id)
+        assert abandoned.status == "FAILED" and "lease expired" in (abandoned.error or "")
+        assert not dead.renew("fragile", run_id)  # the dead client came back: it lost the lock
+        dead.close()
+
+
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """A server with ``--auth``: its URL, an editor's token and a viewer's token."""
