@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +20,7 @@ from loopml.pipelines.engine import context, run_pipeline
 from loopml.pipelines.records import RUNNING, PipelineRunRecord, now_ms
 from loopml.pipelines.store_local import SqlPipelineStore
 from loopml.pipelines.triggers import PipelineScheduler
+from loopml.store.blobs import open_blob_store
 from loopml.store.db import Database
 
 FLOW = """
@@ -97,6 +98,48 @@ def test_a_fresh_lock_is_a_conflict_naming_its_lease_and_an_expired_one_is_taken
     assert store.get_run("b" * 32).status == RUNNING
     assert not store.renew("train", "a" * 32)  # the dead client comes back: it lost the lock
     assert store.renew("train", "b" * 32)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, settings: Settings) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield settings.database_url
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"locks_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(
+        server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_of_two_runs_taking_over_one_expired_lock_one_wins(settings: Settings, database_url: str) -> None:
+    now = [1_800_000_000_000]
+    stores = [
+        SqlPipelineStore(Database(database_url), open_blob_store(settings.artifact_root), settings.artifact_root,
+                         lease_s=1.0, clock=lambda: now[0])
+        for _ in range(2)
+    ]  # fmt: skip
+    first, second = stores
+    _abandoned_run(first, "train", "a" * 32)
+    now[0] += 1_001
+    stale = first._lock_holder("train")
+    assert stale is not None and first._stale(stale) is not None
+    second.acquire("train", "b" * 32)  # takes it over between the first's read and its update
+    assert not first._take_over("train", stale, "c" * 32, ELSEWHERE, "abandoned")
+    with pytest.raises(Conflict, match=f"run {'b' * 32}"):
+        first.acquire("train", "c" * 32)
+    assert first.get_run("a" * 32).status == "FAILED"
+    assert first.renew("train", "b" * 32) and not first.renew("train", "a" * 32)
+    for store in stores:
+        store.close()
 
 
 def test_renewing_keeps_a_lock_past_its_lease(settings: Settings) -> None:
