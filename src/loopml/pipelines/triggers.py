@@ -11,7 +11,9 @@ checks them every ``tick_s`` seconds (inside ``loopml server`` unless
 - **alert**: a pending monitoring trigger names the pipeline; it is claimed first.
 
 Every firing is recorded in the trigger history with the run it started, or why it started
-none: a pipeline that is still running is not started twice (its run lock is held).
+none: a pipeline that is still running is not started twice (its run lock is held). A lock
+whose lease ran out (``LOOPML_PIPELINE_LEASE_S`` without renewal: its client died) does not
+block a firing: the new run takes it over and the abandoned run is marked FAILED.
 
 >>> sched = PipelineScheduler(Settings.load(), clock=lambda: 1_700_000_000.0)  # doctest: +SKIP
 >>> [t.kind for t in sched.tick()]                                            # doctest: +SKIP
