@@ -48,6 +48,19 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
 
 
+class RewoundBody:
+    """A seekable file as an upload body httpx can send more than once (a retried request):
+    each iteration starts again from the first byte."""
+
+    def __init__(self, fh: IO[bytes], chunk: int = 1 << 20) -> None:
+        self.fh, self.chunk = fh, chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.fh.seek(0)
+        while data := self.fh.read(self.chunk):
+            yield data
+
+
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return (rng or random).uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))

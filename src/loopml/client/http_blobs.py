@@ -21,7 +21,7 @@ from typing import IO
 
 import orjson
 
-from loopml.client.http import ApiClient, _error
+from loopml.client.http import ApiClient, RewoundBody, _error
 from loopml.pipelines.values import Ref, digests
 from loopml.store.blobs import CHUNK, BlobStore, blob_key
 
@@ -59,7 +59,7 @@ class HttpBlobStore(BlobStore):
     def upload(self, fh: IO[bytes], digest: str, size: int) -> None:
         """Stream a seekable file's bytes (re-sent from the start if the request is retried)."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        self.api._call("PUT", self._path(digest), content=_Rewound(fh), headers=headers)
+        self.api._call("PUT", self._path(digest), content=RewoundBody(fh, CHUNK), headers=headers)
 
     def open_raw(self, digest: str) -> IO[bytes]:
         response = self.api._send("GET", self._path(digest), safe=True)
@@ -133,18 +133,6 @@ class MirroredBlobStore(BlobStore):
                 manifest = orjson.loads(self.read_bytes(item["digest"]))
                 out.extend(str(d) for d in manifest["files"].values())
         return out
-
-
-class _Rewound:
-    """An upload body httpx can send more than once: each iteration starts from the first byte."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.fh.seek(0)
-        while chunk := self.fh.read(CHUNK):
-            yield chunk
 
 
 def _models(ref: Ref) -> Iterator[Ref]:

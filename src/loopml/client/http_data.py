@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopml.client.http import UserApiClient, _error, _q
+from loopml.client.http import RewoundBody, UserApiClient, _error, _q
 from loopml.data.base import DataService
 from loopml.data.records import DatasetVersion
 from loopml.data.service import check_dataset_name, check_tags, version_number
@@ -64,7 +64,12 @@ class HttpDataService(UserApiClient, DataService):
             size = os.fstat(fh.fileno()).st_size
             headers["Content-Length"] = str(size)
             found = self._call(
-                "POST", self._versions(name), params=params, content=_Body(fh), headers=headers, safe=True
+                "POST",
+                self._versions(name),
+                params=params,
+                content=RewoundBody(fh, CHUNK),
+                headers=headers,
+                safe=True,
             )
         return DatasetVersion.from_dict(found)
 
@@ -100,18 +105,6 @@ class HttpDataService(UserApiClient, DataService):
                 details={"digest": dv.snapshot_digest},
             )
         return pq.read_table(io.BytesIO(response.content))
-
-
-class _Body:
-    """An upload httpx can send more than once: each iteration starts from the first byte."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.fh.seek(0)
-        while chunk := self.fh.read(CHUNK):
-            yield chunk
 
 
 @contextmanager
