@@ -34,7 +34,7 @@ from loopml.registry.records import (
     ThresholdResult,
     Transition,
 )
-from loopml.store.db import Database
+from loopml.store.db import Database, next_stamp
 from loopml.store.schema import (
     model_evaluations,
     model_gates,
@@ -121,7 +121,7 @@ class PromotionMixin:
     def _record(
         self, conn: Connection, mid: int, row: Row[Any], to: ModelStage, reason: str, user: str, **audit: Any
     ) -> Transition:
-        t = st.next_stamp(conn, model_transitions.c.timestamp, model_transitions.c.model_id == mid)
+        t = next_stamp(conn, model_transitions.c.timestamp, model_transitions.c.model_id == mid, st.now_ms())
         c = model_versions.c
         conn.execute(
             update(model_versions)
@@ -213,7 +213,7 @@ class PromotionMixin:
             mid = st.model_id(conn, name)
             st.version_row(conn, mid, name, number)
             e = model_evaluations.c
-            t = st.next_stamp(conn, e.created, (e.model_id == mid) & (e.version == number))
+            t = next_stamp(conn, e.created, (e.model_id == mid) & (e.version == number), st.now_ms())
             conn.execute(
                 insert(model_evaluations).values(
                     evaluation_id=evaluation_id,

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, Connection, Row, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, Row, select
 
 from loopml.errors import InvalidInput, NotFound
 from loopml.registry import codec
@@ -39,16 +38,6 @@ _LISTED = 10  # names quoted in a NotFound message
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def next_stamp(conn: Connection, column: Column[Any], where: ColumnElement[bool]) -> int:
-    """Now, or one millisecond after the latest stamp in ``where`` if that is not earlier.
-
-    Histories (transitions, evaluations) are read by time: two records written in the same
-    millisecond must keep the order they were written in, not the order of their random ids."""
-    last = conn.execute(select(func.max(column)).where(where)).scalar()
-    t = now_ms()
-    return t if last is None else max(t, int(last) + 1)
 
 
 def dumps(value: Any) -> str:

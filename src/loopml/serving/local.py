@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from loopml.config import Settings
 from loopml.errors import AlreadyExists, InvalidInput, NotFound
@@ -19,7 +19,7 @@ from loopml.serving.records import (
     check_name,
 )
 from loopml.serving.service import EndpointService
-from loopml.store.db import Database
+from loopml.store.db import Database, next_stamp
 from loopml.store.schema import deployment_events, serving_endpoints
 
 _LISTED = 10  # names quoted in a NotFound message
@@ -215,16 +215,15 @@ def _ever_existed(conn: Connection, name: str) -> bool:
 
 
 def _insert_event(conn: Connection, event: DeploymentEvent) -> None:
-    # An endpoint's history is read newest first by time: two events in the same millisecond
-    # (a rollback then a delete) get distinct, increasing stamps so their order is kept.
+    # Read newest first by time: a rollback then a delete in one millisecond keep their order.
     c = deployment_events.c
-    last = conn.execute(select(func.max(c.timestamp)).where(c.endpoint == event.endpoint)).scalar()
+    stamp = next_stamp(conn, c.timestamp, c.endpoint == event.endpoint, event.timestamp)
     conn.execute(
         insert(deployment_events).values(
             event_id=event.event_id,
             endpoint=event.endpoint,
             kind=event.kind,
-            timestamp=event.timestamp if last is None else max(event.timestamp, int(last) + 1),
+            timestamp=stamp,
             user_id=event.user,
             reason=event.reason,
             evidence=_dumps(event.evidence),

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, pool, text
+from sqlalchemy import Column, Connection, Engine, create_engine, event, func, inspect, pool, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import ColumnElement
 
 # The newest migration; a test asserts it matches Alembic's head.
 SCHEMA_HEAD = "0010"
@@ -28,6 +29,15 @@ _CHANGES = "loopml_changes_at_begin"
 
 WriteHook = Callable[["Database", Connection], None]
 _write_hooks: list[WriteHook] = []
+
+
+def next_stamp(conn: Connection, column: Column[Any], where: ColumnElement[bool], wanted: int) -> int:
+    """``wanted``, or one millisecond after the latest stamp in ``where`` if that is not earlier.
+
+    Histories read by time (stage transitions, evaluations, deployment events) keep the order
+    their records were written in, even when two land in the same millisecond."""
+    last = conn.execute(select(func.max(column)).where(where)).scalar()
+    return wanted if last is None else max(wanted, int(last) + 1)
 
 
 def add_write_hook(hook: WriteHook) -> None:
