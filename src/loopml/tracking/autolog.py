@@ -681,9 +681,11 @@ def _bytes_digest(X: Any, y: Any) -> str:
     for part in (X, y):
         if part is None:
             continue
-        arrays = (
-            [part.tocsr().data, part.tocsr().indices, part.tocsr().indptr] if _is_sparse(part) else [part]
-        )
+        if _is_sparse(part):
+            csr = part.tocsr()  # a copy for any other sparse layout: convert once
+            arrays = [csr.data, csr.indices, csr.indptr]
+        else:
+            arrays = [part]
         for a in arrays:
             arr = np.ascontiguousarray(np.asarray(a))
             h.update(f"{arr.dtype.str}{arr.shape}".encode())
