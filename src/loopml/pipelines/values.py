@@ -188,10 +188,11 @@ def verify(blobs: BlobStore, ref: Ref) -> bool:
     """Whether every blob of the value still exists and hashes to its digest."""
     try:
         for digest in digests(ref):
-            data = blobs.read_bytes(digest)
-            if ref["kind"] == "model" and digest == ref["digest"]:
-                for file_digest in orjson.loads(data)["files"].values():
-                    blobs.read_bytes(file_digest)
+            if ref["kind"] == "model" and digest == ref["digest"]:  # its manifest names its files
+                for file_digest in orjson.loads(blobs.read_bytes(digest))["files"].values():
+                    blobs.verify(file_digest)
+            else:
+                blobs.verify(digest)
     except (NotFound, IntegrityError):
         return False
     return True

@@ -168,15 +168,10 @@ async def snapshot(name: str, version: str, request: Request) -> StreamingRespon
     streaming; the client checks it a third time against the record."""
     svc = _svc(request)
     dv = await run_in_threadpool(svc.get, name, version)
-    await run_in_threadpool(_verify, svc, dv.snapshot_digest)
+    await run_in_threadpool(svc.blobs.verify, dv.snapshot_digest)
     chunks: Iterator[bytes] = svc.blobs.iter_verified(dv.snapshot_digest)
     headers = {"X-Loopml-Snapshot-Digest": dv.snapshot_digest, "Content-Length": str(dv.size_bytes)}
     return StreamingResponse(chunks, media_type=SNAPSHOT_MEDIA_TYPE, headers=headers)
-
-
-def _verify(svc: LocalDataService, digest: str) -> None:
-    for _ in svc.blobs.iter_verified(digest):
-        pass
 
 
 @router.get("/{name:path}/versions")

@@ -422,8 +422,7 @@ async def blob_exists(request: Request, digest: str, verify: bool = False) -> Re
 
 def _intact(store: PipelineStore, digest: str) -> bool:
     try:
-        for _ in store.blobs.iter_verified(digest):
-            pass
+        store.blobs.verify(digest)
     except (NotFound, IntegrityError):
         return False
     return True

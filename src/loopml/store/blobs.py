@@ -79,6 +79,12 @@ class BlobStore(abc.ABC):
                 details={"digest": digest},
             )
 
+    def verify(self, digest: str) -> None:
+        """Read the whole blob through :meth:`iter_verified`: ``NotFound`` when it is missing,
+        :class:`IntegrityError` when its bytes no longer hash to ``digest``."""
+        for _ in self.iter_verified(digest):
+            pass
+
     def read_bytes(self, digest: str) -> bytes:
         return b"".join(self.iter_verified(digest))
 
